@@ -1,0 +1,21 @@
+"""mmvisbackbones: modern vision backbones for OpenMMLab detection and segmentation.
+
+``import mmvisbackbones`` registers every backbone once in mmengine's root
+``MODELS`` registry, so ``type='VMamba'`` builds from mmdet and mmseg configs
+(load it from any config with
+``custom_imports=dict(imports=['mmvisbackbones'], allow_failed_imports=False)``).
+Needs only torch and mmengine; mmcv, mmdet and mmseg are needed by the
+configs and tools, not by the backbones.
+"""
+from .version import __version__
+from .utils.serialization import register_safe_globals
+from . import ops  # noqa: F401  (before backbones, which use them)
+from .backbones import *  # noqa: F401,F403
+from .registry import BACKBONES
+from .models import build_backbone, list_models
+
+# let --resume and tools/test.py read the checkpoints mmengine's Runner
+# writes, without turning off weights_only (see utils/serialization.py)
+register_safe_globals()
+
+__all__ = ['__version__', 'BACKBONES', 'build_backbone', 'list_models']

@@ -1,0 +1,166 @@
+"""The feature contract every backbone of this package follows.
+
+* ``forward(x: (N, C, H, W)) -> tuple`` of NCHW maps, one per ``out_indices``
+  entry, high resolution first, each through its own output norm
+  (``norm{i}``); any ``H, W >= min_input_size``, with output ``i`` of size
+  ``ceil(H / stride_i) x ceil(W / stride_i)``.
+* ``out_channels`` / ``out_strides`` / ``feature_info`` describe the outputs.
+* ``frozen_stages`` (re-applied on every ``train()``), ``norm_eval``,
+  ``with_cp``, ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+A subclass builds ``self.patch_embed`` and ``self.stages`` (a ModuleList),
+sets ``self.num_features`` / ``self.strides`` (per stage) and implements
+``forward_stages``; it may override :meth:`convert_checkpoint` to map an
+upstream key layout onto its own.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..utils.checkpoint import load_pretrained
+
+
+class BaseBackbone(BaseModule):
+    #: name -> dict of architecture hyper-parameters
+    arch_zoo: Dict[str, dict] = {}
+    #: prefix of the plain-PyTorch model names, e.g. 'vmamba' -> 'vmamba_tiny'
+    model_name: str = ''
+    min_input_size: int = 32
+
+    def __init__(self,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 in_channels: int = 3,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg=copy.deepcopy(init_cfg))
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        self.out_indices = tuple(int(i) for i in out_indices)
+        self.frozen_stages = int(frozen_stages)
+        self.norm_eval = bool(norm_eval)
+        self.with_cp = bool(with_cp)
+        self.in_channels = int(in_channels)
+
+    # ------------------------------------------------------------------ arch
+    @classmethod
+    def resolve_arch(cls, arch: Union[str, dict]) -> dict:
+        """Arch table entry by name, or a user dict checked for the needed keys."""
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'{cls.__name__}: unknown arch {arch!r}; '
+                                 f'choose one of {sorted(cls.arch_zoo)} or pass a dict')
+            return dict(cls.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'{cls.__name__}: arch must be a str or dict, got {type(arch)}')
+        required = set(next(iter(cls.arch_zoo.values())))
+        missing = required - set(arch)
+        if missing:
+            raise ValueError(f'{cls.__name__}: custom arch dict lacks keys {sorted(missing)}')
+        return dict(arch)
+
+    def _check_out_indices(self, num_stages: int):
+        for i in self.out_indices:
+            if not 0 <= i < num_stages:
+                raise ValueError(f'{type(self).__name__}: out_indices {self.out_indices} '
+                                 f'must lie in [0, {num_stages - 1}]')
+        if list(self.out_indices) != sorted(set(self.out_indices)):
+            raise ValueError(f'{type(self).__name__}: out_indices {self.out_indices} '
+                             'must be strictly increasing (high resolution first)')
+        if not -1 <= self.frozen_stages <= num_stages:
+            raise ValueError(f'{type(self).__name__}: frozen_stages={self.frozen_stages} '
+                             f'must lie in [-1, {num_stages}]')
+
+    # --------------------------------------------------------- feature info
+    @property
+    def out_channels(self) -> List[int]:
+        return [self.num_features[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self) -> List[int]:
+        return [self.strides[i] for i in self.out_indices]
+
+    @property
+    def feature_info(self) -> List[dict]:
+        """timm-style description of the outputs."""
+        return [dict(num_chs=self.num_features[i], reduction=self.strides[i], index=i,
+                     module=f'stages.{i}') for i in self.out_indices]
+
+    # ----------------------------------------------------------------- input
+    def check_input(self, x: torch.Tensor):
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'{name} expects a torch.Tensor, got {type(x).__name__}')
+        if x.dim() != 4:
+            raise ValueError(f'{name} expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'{name} was built for {self.in_channels}-channel images, got '
+                             f'{x.shape[1]} channels (input shape {tuple(x.shape)})')
+        if min(x.shape[2:]) < self.min_input_size:
+            raise ValueError(f'{name} needs H and W >= {self.min_input_size}, got '
+                             f'{tuple(x.shape[2:])}; pad or resize the input')
+        if not x.is_floating_point():
+            raise TypeError(f'{name} expects a floating-point input, got {x.dtype}')
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self.check_input(x)
+        return tuple(self.forward_stages(x))
+
+    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------- freeze / train
+    def frozen_modules(self) -> List[nn.Module]:
+        """Modules to freeze for ``self.frozen_stages`` (mmdet's convention:
+        0 freezes the stem, k >= 1 the stem and stages 0..k-1 with their
+        output norms)."""
+        mods = []
+        if self.frozen_stages >= 0:
+            mods.append(self.patch_embed)
+        for i in range(self.frozen_stages):
+            mods.append(self.stages[i])
+            if hasattr(self, f'norm{i}'):
+                mods.append(getattr(self, f'norm{i}'))
+        return mods
+
+    def _freeze_stages(self):
+        for m in self.frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, (_BatchNorm, nn.SyncBatchNorm)):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------ weights
+    @staticmethod
+    def convert_checkpoint(state_dict: Dict[str, torch.Tensor],
+                           model: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:
+        """Map an upstream checkpoint's keys onto this model (identity here)."""
+        return state_dict
+
+    def init_weights(self):
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            checkpoint = cfg.get('checkpoint')
+            if not checkpoint:
+                raise ValueError(f'{type(self).__name__}: init_cfg type Pretrained needs a '
+                                 f'non-empty "checkpoint", got {checkpoint!r}')
+            load_pretrained(self, checkpoint, converter=type(self).convert_checkpoint,
+                            prefix=cfg.get('prefix'))
+            self._is_init = True
+            self._freeze_stages()
+            return
+        super().init_weights()

@@ -1,0 +1,330 @@
+"""VMamba v2 (VSSM with SS2D), Liu et al. 2024, on the common feature contract.
+
+Faithful to the released ``MzeroMiko/VMamba`` v2 models: forward type
+``v05_noz`` (no z gate, fp32 scan output, LayerNorm on the merged scan),
+``ln2d`` norms (channel-first throughout), downsample ``v3`` (3x3 stride-2
+conv + norm), patch embed ``v2`` (two 3x3 stride-2 convs).  Structure:
+
+    SS2D (blocks) -> VSSBlock -> VSSStage -> VMamba (model) + arch table
+    + convert_vmamba_checkpoint (upstream key layout -> ours)
+
+Channel-first (NCHW) everywhere; a stride-2 3x3 conv with padding 1 maps
+``n -> ceil(n / 2)``, so any input size gives ``ceil(H / stride)`` outputs
+without explicit padding.
+"""
+import math
+import re
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model.weight_init import trunc_normal_
+
+from ..layers import DropPath, Linear2d, Mlp2d, build_norm2d
+from ..ops import cross_merge, cross_scan, selective_scan
+from ..registry import register_backbone
+from .base import BaseBackbone
+
+K_DIRECTIONS = 4
+
+
+class SS2D(nn.Module):
+    """2-D selective scan: in_proj -> depthwise conv -> SiLU -> four-direction
+    selective scan (cross-scan, S6, cross-merge) -> LayerNorm -> out_proj."""
+
+    def __init__(self,
+                 d_model: int,
+                 d_state: int = 1,
+                 ssm_ratio: float = 1.0,
+                 dt_rank: Union[int, str] = 'auto',
+                 d_conv: int = 3,
+                 conv_bias: bool = False,
+                 norm: str = 'ln2d',
+                 dt_min: float = 0.001,
+                 dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4,
+                 dt_scale: float = 1.0):
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_inner = d_inner = int(ssm_ratio * d_model)
+        self.dt_rank = R = math.ceil(d_model / 16) if dt_rank == 'auto' else int(dt_rank)
+        K, N = K_DIRECTIONS, d_state
+
+        self.in_proj = Linear2d(d_model, d_inner, bias=False)
+        self.dwconv = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2,
+                                groups=d_inner, bias=conv_bias) if d_conv > 1 else nn.Identity()
+        self.act = nn.SiLU()
+        # one projection per direction: x -> (dt_low_rank, B, C)
+        self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, d_inner))
+        self.dt_proj_weight = nn.Parameter(torch.empty(K, d_inner, R))
+        self.dt_proj_bias = nn.Parameter(torch.empty(K, d_inner))
+        self.A_log = nn.Parameter(torch.empty(K * d_inner, N))
+        self.D = nn.Parameter(torch.empty(K * d_inner))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.out_norm = build_norm2d(norm, d_inner)
+        self.out_proj = Linear2d(d_inner, d_model, bias=False)
+        self._dt_init = (dt_min, dt_max, dt_init_floor, dt_scale)
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self):
+        """Mamba's initialisation: x_proj as nn.Linear's default, dt_proj
+        uniform(+-rank^-0.5), softplus(dt_bias) log-uniform in [dt_min, dt_max],
+        A = -[1..N] (S4D-real), D = 1."""
+        dt_min, dt_max, floor, scale = self._dt_init
+        bound = 1 / math.sqrt(self.d_inner)  # nn.Linear default (kaiming_uniform a=sqrt(5))
+        self.x_proj_weight.uniform_(-bound, bound)
+        std = self.dt_rank**-0.5 * scale
+        self.dt_proj_weight.uniform_(-std, std)
+        dt = torch.exp(torch.rand_like(self.dt_proj_bias) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=floor)
+        self.dt_proj_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+        self.A_log.copy_(torch.log(A).expand_as(self.A_log))
+        self.D.fill_(1.0)
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) activations -> merged four-direction scan, fp32."""
+        B, D, H, W = x.shape
+        K, N, R, L = K_DIRECTIONS, self.d_state, self.dt_rank, H * W
+        xs = cross_scan(x).reshape(B, K * D, L)
+        # per-direction projections as grouped 1x1 convs
+        x_dbl = F.conv1d(xs, self.x_proj_weight.reshape(K * (R + 2 * N), D, 1), groups=K)
+        dts, Bs, Cs = x_dbl.view(B, K, R + 2 * N, L).split([R, N, N], dim=2)
+        dts = F.conv1d(dts.reshape(B, K * R, L), self.dt_proj_weight.reshape(K * D, R, 1),
+                       groups=K)
+        ys = selective_scan(xs, dts, -torch.exp(self.A_log.float()), Bs.contiguous(),
+                            Cs.contiguous(), D=self.D.float(),
+                            delta_bias=self.dt_proj_bias.reshape(-1).float(),
+                            delta_softplus=True, out_fp32=True)
+        return cross_merge(ys.view(B, K, D, H, W))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.dwconv(self.in_proj(x)))
+        y = self.out_norm(self.scan(h)).to(x.dtype)
+        return self.out_proj(y)
+
+
+class VSSBlock(nn.Module):
+    """x + DropPath(SS2D(norm1(x))); x + DropPath(MLP(norm2(x)))."""
+
+    def __init__(self, dim: int, drop_path: float = 0.0, norm: str = 'ln2d',
+                 mlp_ratio: float = 4.0, ssm_cfg: Optional[dict] = None):
+        super().__init__()
+        self.norm1 = build_norm2d(norm, dim)
+        self.ssm = SS2D(dim, norm=norm, **(ssm_cfg or {}))
+        self.norm2 = build_norm2d(norm, dim)
+        self.mlp = Mlp2d(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.ssm(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Downsample(nn.Module):
+    """Downsample v3: 3x3 stride-2 conv (ceil(n/2) for any n) + norm."""
+
+    def __init__(self, in_dim: int, out_dim: int, norm: str = 'ln2d'):
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1)
+        self.norm = build_norm2d(norm, out_dim)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+class PatchEmbed(nn.Module):
+    """Patch embed v2: conv3x3/2 -> norm -> GELU -> conv3x3/2 -> norm (stride 4)."""
+
+    def __init__(self, in_channels: int, dim: int, norm: str = 'ln2d'):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, dim // 2, 3, stride=2, padding=1)
+        self.norm1 = build_norm2d(norm, dim // 2)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
+        self.norm2 = build_norm2d(norm, dim)
+
+    def forward(self, x):
+        return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
+
+
+class VSSStage(nn.Module):
+    """[Downsample] -> VSSBlock x depth.  Stage 0 has no downsample."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, drop_paths: Sequence[float],
+                 downsample: bool, norm: str, mlp_ratio: float, ssm_cfg: dict,
+                 with_cp: bool = False):
+        super().__init__()
+        self.downsample = Downsample(in_dim, dim, norm) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(
+            VSSBlock(dim, drop_paths[j], norm, mlp_ratio, ssm_cfg) for j in range(depth))
+        self.with_cp = with_cp
+
+    def forward(self, x):
+        x = self.downsample(x)
+        for blk in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x
+
+
+@register_backbone
+class VMamba(BaseBackbone):
+    """VMamba v2 backbone for detection and segmentation.
+
+    Args:
+        arch: ``'tiny'`` (T[s1l8]), ``'small'`` (S[s2l15]), ``'base'`` (B[s2l15]),
+            ``'test'`` (a tiny arch for unit tests and the CPU demo), or a dict
+            with the keys of :attr:`arch_zoo` entries.
+        out_indices: stages whose outputs are returned (strides 4, 8, 16, 32).
+        drop_path_rate: stochastic depth at the last block (None: the arch's).
+        norm_layer: ``'ln2d'`` (upstream's released models) or ``'bn'``.
+        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`.
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts
+            upstream VMamba classification checkpoints (``model`` key) and
+            mmdet/mmseg checkpoints of upstream or of this plugin.
+    """
+    model_name = 'vmamba'
+    arch_zoo = {
+        # upstream vmamba_tiny_s1l8 / vmamba_small_s2l15 / vmamba_base_s2l15
+        'tiny': dict(depths=(2, 2, 8, 2), dims=96, ssm_ratio=1.0, d_state=1, mlp_ratio=4.0,
+                     drop_path_rate=0.2),
+        'small': dict(depths=(2, 2, 15, 2), dims=96, ssm_ratio=2.0, d_state=1, mlp_ratio=4.0,
+                      drop_path_rate=0.3),
+        'base': dict(depths=(2, 2, 15, 2), dims=128, ssm_ratio=2.0, d_state=1, mlp_ratio=4.0,
+                     drop_path_rate=0.6),
+        'test': dict(depths=(1, 1, 2, 1), dims=16, ssm_ratio=1.0, d_state=1, mlp_ratio=2.0,
+                     drop_path_rate=0.1),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: Optional[float] = None,
+                 norm_layer: str = 'ln2d',
+                 d_conv: int = 3,
+                 conv_bias: bool = False,
+                 dt_rank: Union[int, str] = 'auto',
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, with_cp=with_cp, in_channels=in_channels,
+                         init_cfg=init_cfg)
+        a = self.resolve_arch(arch)
+        depths = tuple(a['depths'])
+        dims = a['dims']
+        dims = [int(dims * 2**i) for i in range(len(depths))] if isinstance(dims, int) \
+            else list(dims)
+        if len(dims) != len(depths):
+            raise ValueError(f'VMamba: {len(dims)} dims for {len(depths)} stages')
+        self.arch = a
+        self.num_features = dims
+        self.strides = [4 * 2**i for i in range(len(depths))]
+        self._check_out_indices(len(depths))
+        dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
+        dpr = torch.linspace(0, dpr_max, sum(depths)).tolist()
+        ssm_cfg = dict(d_state=a['d_state'], ssm_ratio=a['ssm_ratio'], dt_rank=dt_rank,
+                       d_conv=d_conv, conv_bias=conv_bias)
+
+        self.patch_embed = PatchEmbed(in_channels, dims[0], norm_layer)
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.stages.append(
+                VSSStage(dims[max(i - 1, 0)], dims[i], depth, dpr[start:start + depth],
+                         downsample=i > 0, norm=norm_layer, mlp_ratio=a['mlp_ratio'],
+                         ssm_cfg=ssm_cfg, with_cp=with_cp))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', build_norm2d(norm_layer, dims[i]))
+
+        self.apply(self._init_module)
+        self._freeze_stages()
+
+    @staticmethod
+    def _init_module(m: nn.Module):
+        # as upstream: trunc_normal(0.02) for linear layers, unit LayerNorm;
+        # the SSM parameters keep SS2D.reset_ssm_parameters' values.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward_stages(self, x):
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x).contiguous())
+        return outs
+
+    @staticmethod
+    def convert_checkpoint(state_dict, model=None):
+        return convert_vmamba_checkpoint(state_dict)
+
+
+# ------------------------------------------------------------- converter
+_UPSTREAM_RULES = [
+    # patch embed v2: Sequential(conv, Identity, norm, Identity, GELU, conv, Identity, norm)
+    (r'^patch_embed\.0\.', 'patch_embed.conv1.'),
+    (r'^patch_embed\.2\.', 'patch_embed.norm1.'),
+    (r'^patch_embed\.5\.', 'patch_embed.conv2.'),
+    (r'^patch_embed\.7\.', 'patch_embed.norm2.'),
+    # blocks
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.norm\.', r'stages.\1.blocks.\2.norm1.'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.conv2d\.', r'stages.\1.blocks.\2.ssm.dwconv.'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.dt_projs_weight$', r'stages.\1.blocks.\2.ssm.dt_proj_weight'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.dt_projs_bias$', r'stages.\1.blocks.\2.ssm.dt_proj_bias'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.A_logs$', r'stages.\1.blocks.\2.ssm.A_log'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.Ds$', r'stages.\1.blocks.\2.ssm.D'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.', r'stages.\1.blocks.\2.ssm.'),
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.blocks.\2.'),
+    # mmdet/mmseg backbone output norms
+    (r'^outnorm(\d+)\.', r'norm\1.'),
+]
+_UPSTREAM_DROP = re.compile(r'^(classifier\.|head\.|norm\.)')
+_DOWNSAMPLE = re.compile(r'^layers\.(\d+)\.downsample\.(\d+)\.(.*)$')
+
+
+def convert_vmamba_checkpoint(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Map upstream VMamba v2 keys (classification ``VSSM`` or the mmdet/mmseg
+    ``MM_VSSM`` backbone, prefix already stripped) onto :class:`VMamba`'s.
+
+    Pure function; keys already in our layout pass through unchanged and the
+    classifier head is dropped.  Upstream's ``layers.i.downsample`` (which
+    ends stage i) becomes our ``stages.{i+1}.downsample`` (which starts
+    stage i+1).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if _UPSTREAM_DROP.match(key):
+            continue
+        m = _DOWNSAMPLE.match(key)
+        if m:
+            stage, idx, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            part = {1: 'conv', 3: 'norm'}.get(idx)
+            if part is None:  # downsample v1/v2 layouts are other architectures
+                out[key] = value
+                continue
+            out[f'stages.{stage + 1}.downsample.{part}.{rest}'] = value
+            continue
+        new = key
+        for pattern, repl in _UPSTREAM_RULES:
+            new, n = re.subn(pattern, repl, new)
+            if n:
+                break
+        out[new] = value
+    return out

@@ -1,0 +1,93 @@
+"""Shared pieces of ``tools/train.py`` and ``tools/test.py`` (needs mmdet or
+mmseg, depending on the config)."""
+import os
+import os.path as osp
+from typing import Iterable, List, Tuple
+
+from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
+
+SCOPES = ('mmdet', 'mmseg')
+
+
+def config_scope(cfg: Config) -> str:
+    """'mmdet' or 'mmseg', from the config's ``default_scope`` (set by the
+    OpenMMLab base configs every config here inherits)."""
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(
+            f'config {cfg.filename} has default_scope={scope!r}; expected one of {SCOPES}. '
+            "Inherit an mmdet:: or mmseg:: base config or set default_scope yourself.")
+    return scope
+
+
+def init_scope(cfg: Config) -> str:
+    """Import mmvisbackbones and register the scope's modules."""
+    import mmvisbackbones  # noqa: F401  (registers backbones + checkpoint allow-list)
+    scope = config_scope(cfg)
+    if scope == 'mmdet':
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    return scope
+
+
+def _dataset_cfgs(ds) -> Iterable[dict]:
+    """Leaf dataset configs inside wrappers (RepeatDataset, ConcatDataset, ...)."""
+    if ds is None:
+        return
+    if isinstance(ds, (list, tuple)):
+        for d in ds:
+            yield from _dataset_cfgs(d)
+        return
+    if 'dataset' in ds:
+        yield from _dataset_cfgs(ds['dataset'])
+    elif 'datasets' in ds:
+        yield from _dataset_cfgs(ds['datasets'])
+    else:
+        yield ds
+
+
+def missing_data_paths(cfg: Config, loaders: Tuple[str, ...]) -> List[str]:
+    """Paths a dataset of the given dataloaders needs but that do not exist."""
+    missing = []
+    for name in loaders:
+        loader = cfg.get(name)
+        if not loader:
+            continue
+        for ds in _dataset_cfgs(loader.get('dataset')):
+            root = ds.get('data_root') or ''
+            paths = []
+            if ds.get('ann_file'):
+                paths.append(osp.join(root, ds['ann_file']))
+            prefix = ds.get('data_prefix') or {}
+            paths += [osp.join(root, v) for v in prefix.values() if isinstance(v, str) and v]
+            if not paths and root:
+                paths.append(root)
+            missing += [p for p in paths if not osp.exists(p) and p not in missing]
+    return missing
+
+
+DATA_HELP = {
+    'mmdet': ('COCO 2017 must be at data/coco (annotations/instances_{train,val}2017.json, '
+              'train2017/, val2017/).'),
+    'mmseg': ('ADE20K must be at data/ade/ADEChallengeData2016 (images/{training,validation}/, '
+              'annotations/{training,validation}/).'),
+}
+
+
+def check_data(cfg: Config, loaders: Tuple[str, ...], scope: str):
+    """Exit with a clear message when the dataset is not where the config says."""
+    missing = missing_data_paths(cfg, loaders)
+    if missing:
+        lines = '\n  '.join(missing)
+        raise SystemExit(
+            f'error: dataset not found. The config {cfg.filename} reads:\n  {lines}\n'
+            f'{DATA_HELP[scope]} Link or download it there (or override data_root with '
+            '--cfg-options), or try the generated demo data: '
+            '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/.')
+
+
+def set_launcher_env(launcher: str, local_rank: int):
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)

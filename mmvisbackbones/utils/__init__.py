@@ -1,0 +1,8 @@
+from .checkpoint import (CheckpointMismatchError, extract_state_dict, load_checkpoint_file,
+                         load_pretrained, match_state_dict, strip_prefixes)
+from .serialization import register_safe_globals, safe_globals
+
+__all__ = [
+    'CheckpointMismatchError', 'extract_state_dict', 'load_checkpoint_file', 'load_pretrained',
+    'match_state_dict', 'strip_prefixes', 'register_safe_globals', 'safe_globals'
+]

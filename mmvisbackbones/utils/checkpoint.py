@@ -1,0 +1,144 @@
+"""Loading pretrained backbone weights: upstream releases and our own checkpoints.
+
+A checkpoint is untrusted input, so it is read with ``torch.load(...,
+weights_only=True)``; the few non-tensor types that mmengine's Runner writes
+into its checkpoints are allow-listed in :mod:`mmvisbackbones.utils.serialization`.
+"""
+import os
+import os.path as osp
+import pickle
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger, print_log
+
+from .serialization import register_safe_globals
+
+_CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_ema')
+
+
+class CheckpointMismatchError(ValueError):
+    """Raised when no parameter of a checkpoint fits the model."""
+
+
+def load_checkpoint_file(path: str) -> dict:
+    """Read a checkpoint from disk with ``weights_only=True``.
+
+    Raises ``FileNotFoundError`` naming the path when it does not exist and a
+    ``RuntimeError`` naming the offending types when the file holds objects
+    outside the allow-list.
+    """
+    path = os.fspath(path)
+    if path.startswith(('http://', 'https://')):
+        raise ValueError(
+            f'checkpoint {path!r} is a URL; this package never downloads at run time. '
+            'Download it yourself and point init_cfg.checkpoint at the local file.')
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'checkpoint file not found: {path!r} (cwd: {os.getcwd()}). '
+            'Download the released weights and set init_cfg=dict(type="Pretrained", '
+            'checkpoint=<local path>), or remove init_cfg to train from scratch.')
+    register_safe_globals()
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(
+            f'checkpoint {path!r} holds Python objects outside the weights-only allow-list, '
+            f'so it was not loaded ({e}). If you trust the file, re-save only its tensors: '
+            'torch.save({"state_dict": sd}, "clean.pth").') from e
+
+
+def extract_state_dict(ckpt) -> Dict[str, torch.Tensor]:
+    """The tensor dict of a checkpoint saved under ``state_dict`` / ``model`` /
+    ``module`` / ``model_ema`` or bare."""
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'checkpoint must be a dict, got {type(ckpt).__name__}')
+    for key in _CONTAINER_KEYS:
+        if key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    sd = {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointMismatchError(
+            f'checkpoint holds no tensors (top-level keys: {sorted(ckpt)[:10]})')
+    return sd
+
+
+def strip_prefixes(sd: Dict[str, torch.Tensor], prefix: Optional[str] = None):
+    """Drop DataParallel's ``module.`` and, for a whole-detector/segmentor
+    checkpoint, keep only the ``backbone.`` entries (or the given prefix)."""
+    sd = {(k[7:] if k.startswith('module.') else k): v for k, v in sd.items()}
+    if prefix is None and any(k.startswith('backbone.') for k in sd):
+        prefix = 'backbone.'
+    if prefix:
+        if not prefix.endswith('.'):
+            prefix += '.'
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def match_state_dict(model: nn.Module, sd: Dict[str, torch.Tensor]):
+    """Split ``sd`` against ``model``'s state dict.
+
+    Returns ``(loadable, missing, unexpected, mismatched)``; ``mismatched`` is
+    a list of ``(key, ckpt_shape, model_shape)``.
+    """
+    own = model.state_dict()
+    loadable, unexpected, mismatched = {}, [], []
+    for k, v in sd.items():
+        if k not in own:
+            unexpected.append(k)
+        elif own[k].shape != v.shape:
+            mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+        else:
+            loadable[k] = v
+    mismatched_keys = {m[0] for m in mismatched}
+    missing = [k for k in own if k not in loadable and k not in mismatched_keys]
+    return loadable, missing, unexpected, mismatched
+
+
+def load_pretrained(model: nn.Module,
+                    checkpoint: str,
+                    converter: Optional[Callable[[dict, nn.Module], dict]] = None,
+                    prefix: Optional[str] = None,
+                    logger: Optional[MMLogger] = None) -> dict:
+    """Load ``checkpoint`` into ``model`` through ``converter``.
+
+    ``converter(state_dict, model)`` maps an upstream key layout onto ours (and
+    resizes what must be resized); it leaves keys already in our layout alone.
+    Missing, unexpected and shape-mismatched keys are logged; when nothing
+    matches, :class:`CheckpointMismatchError` is raised with examples of both
+    sides' keys.  Returns a report dict.
+    """
+    logger = logger or MMLogger.get_current_instance()
+    sd = strip_prefixes(extract_state_dict(load_checkpoint_file(checkpoint)), prefix)
+    if converter is not None:
+        sd = converter(sd, model)
+    loadable, missing, unexpected, mismatched = match_state_dict(model, sd)
+    name = type(model).__name__
+    if not loadable:
+        raise CheckpointMismatchError(
+            f'no parameter of checkpoint {checkpoint!r} matches {name}: '
+            f'checkpoint keys (after conversion) look like {sorted(sd)[:5]}, '
+            f'the model expects keys like {list(model.state_dict())[:5]}. '
+            'Is it a checkpoint of this backbone family and arch?')
+    model.load_state_dict(loadable, strict=False)
+    print_log(f'{name}: loaded {len(loadable)}/{len(model.state_dict())} tensors from '
+              f'{checkpoint}', logger=logger)
+    if missing:
+        print_log(f'{name}: missing keys (left at their init): {_short(missing)}',
+                  logger=logger, level=30)
+    if unexpected:
+        print_log(f'{name}: unexpected keys (ignored): {_short(unexpected)}',
+                  logger=logger, level=30)
+    if mismatched:
+        print_log(f'{name}: shape mismatch (ignored): ' + _short(
+            [f'{k}: ckpt {a} vs model {b}' for k, a, b in mismatched]), logger=logger, level=30)
+    return dict(loaded=sorted(loadable), missing=missing, unexpected=unexpected,
+                mismatched=mismatched)
+
+
+def _short(items: List[str], n: int = 20) -> str:
+    s = ', '.join(items[:n])
+    return s + (f', ... ({len(items) - n} more)' if len(items) > n else '')

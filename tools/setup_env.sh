@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent environment setup for mmvisbackbones.
+#
+# Creates (or reuses) a virtual environment and installs exactly what the
+# plugin, its demo and its tests need.  Safe to run any number of times: a
+# second run finds everything installed and only re-links the package.
+#
+#   VENV=/path/to/venv   where the venv lives        (default: <repo>/.venv)
+#   PYTHON=python3.11    interpreter used to create it (default: python3)
+#
+# torch is installed only when absent.  If the base interpreter already has a
+# torch (e.g. a CUDA build on a GPU machine) the venv is created with
+# --system-site-packages so that torch is reused.  Otherwise the CPU wheel
+# torch==2.13.0 is installed -- never a bare `torch`, which would pull
+# several GB of CUDA packages.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+log() { printf '[setup_env] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    if "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+        log "base interpreter has torch: creating $VENV with --system-site-packages"
+        "$PYTHON" -m venv --system-site-packages "$VENV"
+    else
+        log "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+pip_q() { python -m pip install --progress-bar off -q "$@"; }
+
+if ! python -c 'import torch' >/dev/null 2>&1; then
+    log "installing $TORCH_SPEC"
+    pip_q "$TORCH_SPEC"
+fi
+
+# mmcv 2.1.0 ships no wheel for this torch: build it from source with its
+# compiled ops (RoIAlign, NMS, deformable attention).  Its setup.py imports
+# pkg_resources, hence setuptools<70.  pip caches the built wheel, so later
+# installs (fresh venvs included) take seconds instead of ~11 minutes.
+if ! python -c 'import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != "2.1.0")' >/dev/null 2>&1; then
+    log "installing mmcv 2.1.0 with ops (first build from source takes ~11 min on 2 cores)"
+    pip_q "setuptools<70" wheel ninja
+    MMCV_WITH_OPS=1 python -m pip install --progress-bar off -q --no-build-isolation "mmcv==2.1.0"
+fi
+
+pip_q "setuptools<70" "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
+      pycocotools ftfy regex triton pytest
+# the plugin itself, editable, without touching the pinned stack
+pip_q --no-build-isolation --no-deps -e "$ROOT"
+python - <<'PY'
+import torch, mmcv, mmengine, mmdet, mmseg, mmvisbackbones
+print(f"[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__}, "
+      f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, "
+      f"mmseg {mmseg.__version__}, mmvisbackbones {mmvisbackbones.__version__}")
+PY
