@@ -232,7 +232,8 @@ class VMamba(BaseBackbone):
         self.strides = [4 * 2**i for i in range(len(depths))]
         self._check_out_indices(len(depths))
         dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        dpr = torch.linspace(0, dpr_max, sum(depths)).tolist()
+        n = sum(depths)  # stochastic depth grows linearly from 0 to dpr_max
+        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
         ssm_cfg = dict(d_state=a['d_state'], ssm_ratio=a['ssm_ratio'], dt_rank=dt_rank,
                        d_conv=d_conv, conv_bias=conv_bias)
 

@@ -1,0 +1,5 @@
+"""Pure-PyTorch operators (no mmcv / mmengine dependency)."""
+from .cross_scan import cross_merge, cross_scan
+from .selective_scan import selective_scan
+
+__all__ = ['selective_scan', 'cross_scan', 'cross_merge']

@@ -1,0 +1,11 @@
+"""The test zoo: one entry per registered backbone.
+
+Every class in ``mmvisbackbones.BACKBONES`` must provide an ``arch='test'``
+(tiny) entry in its arch table and appear here; the zoo-wide tests
+(shapes, strides, odd sizes, frozen stages, norm_eval, with_cp, a training
+step, each consumer) then cover it.  ``bn`` gives kwargs for a variant with
+BatchNorm layers (so that ``norm_eval`` has something to act on), or None.
+"""
+ZOO = {
+    'VMamba': dict(kwargs=dict(arch='test'), bn=dict(norm_layer='bn')),
+}
