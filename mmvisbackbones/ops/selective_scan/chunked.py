@@ -1,37 +1,57 @@
-"""Chunked selective scan in pure PyTorch (the default CPU/GPU path).
+"""Chunked selective scan in pure PyTorch (the default CPU path).
 
-The sequence is split into chunks of ``T`` steps. Inside a chunk everything is
-vectorised: with ``dA_t = delta_t * A`` (<= 0 for A < 0) and ``S_t`` its
-cumulative sum inside the chunk, the decay between steps ``s <= t`` is
-``exp(S_t - S_s)``, computed from the *difference* with the ``s > t`` entries
-masked to ``-inf`` before ``exp`` (a "segment sum"), so that no exponent is
-positive and nothing overflows::
+The sequence is split into chunks of ``T`` steps.  Inside a chunk the linear
+recurrence ``h_t = a_t * h_{t-1} + b_t`` (``a_t = exp(delta_t A)``,
+``b_t = delta_t B_t u_t``) is solved by a vectorised log-step scan
+(Hillis-Steele): after round ``k`` every position holds the composition of the
+``2^k`` steps ending there,
 
-    y_t   = C_t . (exp(S_t) * h_in) + sum_{s<=t} C_t . (exp(S_t - S_s) * B_s) delta_s u_s
-    h_out = exp(S_T) * h_in + sum_s exp(S_T - S_s) * B_s delta_s u_s
+    (a, b)_t  <-  (a_t * a_{t-s},  a_t * b_{t-s} + b_t)      for s = 1, 2, 4, ...
+
+so ``ceil(log2 T)`` rounds of elementwise work give every ``h_t`` of the chunk
+(with a zero incoming state) and the decay ``prod_{s<=t} a_s`` from the chunk
+start.  Only per-step factors ``a_t = exp(delta_t A) <= 1`` are ever
+multiplied: nothing computes ``exp(cumsum)`` and divides, so nothing can
+overflow.  Work is ``O(T log T)`` per channel and state, memory ``O(T log T)``
+for the chunk's autograd graph in the backward.
+
+    h_t   = b~_t + a~_t * h_in,     y_t = C_t . h_t + D u_t,     h_out = h_T
 
 Chunks are chained by a Python loop. The autograd Function keeps only the
 inputs and the ``(Bt, Dm, N)`` state entering each chunk; the backward walks
 the chunks in reverse, recomputing one chunk at a time with autograd enabled.
-Peak memory is ``O(Bt * Dm * T^2 * N)`` for one chunk plus
-``O(Bt * Dm * N * L / T)`` for the saved states.
+Peak memory is one chunk's graph plus ``O(Bt * Dm * N * L / T)`` for the
+saved states -- never ``O(Bt * Dm * L * N)`` for the whole sequence.
 """
 import torch
 import torch.nn.functional as F
 
 from ._common import check_chunk_size, check_scan_inputs
 
-DEFAULT_CHUNK_SIZE = 64
+DEFAULT_CHUNK_SIZE = 128
 
 
 def default_chunk_size(d_state: int) -> int:
     """Default chunk length for state size ``N``.
 
-    Intra-chunk work and memory grow as ``T^2 * N`` per channel while the
-    number of Python iterations is ``L / T``, so ``T`` shrinks as ``N`` grows:
-    64 for N <= 4 (VMamba's d_state=1 models), 32 for N=8, 16 for N >= 16.
+    One chunk's backward graph holds ``~3 log2(T)`` tensors of
+    ``Bt * Dm * N * T`` elements while the number of Python iterations is
+    ``L / T``: 128 for N <= 4 (VMamba's d_state=1 models), 64 for N=8, 32 for
+    N >= 16.
     """
-    return max(16, min(DEFAULT_CHUNK_SIZE, 256 // max(int(d_state), 1)))
+    return max(32, min(DEFAULT_CHUNK_SIZE, 512 // max(int(d_state), 1)))
+
+
+def _log_step_scan(a, b):
+    """Inclusive scan of ``h_t = a_t h_{t-1} + b_t`` along the last dim with
+    ``h_{-1} = 0``.  Returns ``(cumulative a, h)``."""
+    T = a.shape[-1]
+    k = 1
+    while k < T:
+        b = torch.cat([b[..., :k], torch.addcmul(b[..., k:], a[..., k:], b[..., :-k])], -1)
+        a = torch.cat([a[..., :k], a[..., k:] * a[..., :-k]], -1)
+        k *= 2
+    return a, b
 
 
 def _scan_chunk(u, dt, A, B, C, D, z, delta_bias, delta_softplus, h_in):
@@ -46,31 +66,14 @@ def _scan_chunk(u, dt, A, B, C, D, z, delta_bias, delta_softplus, h_in):
         dt = dt + delta_bias.unsqueeze(-1)
     if delta_softplus:
         dt = F.softplus(dt)
-    T = u.shape[-1]
 
-    dA = dt.unsqueeze(-1) * A.unsqueeze(-2)                 # (Bt,G,P,T,N)
-    S = torch.cumsum(dA, dim=-2)                            # (Bt,G,P,T,N)
-    # segment sums S_t - S_s, indexed [..., t, s, n]; s > t masked to -inf
-    # (the big (T, T, N) temporaries are modified in place: it is safe for
-    # autograd, sub/masked_fill backwards need neither inputs nor outputs)
-    seg = S.unsqueeze(-2) - S.unsqueeze(-3)                 # (Bt,G,P,T,T,N)
-    anti_causal = torch.ones(T, T, dtype=torch.bool,
-                             device=u.device).triu(1).unsqueeze(-1)
-    decay = seg.masked_fill_(anti_causal, float('-inf')).exp_()
-
-    x = dt * u                                              # (Bt,G,P,T)
-    CB = torch.einsum('bgnt,bgns->bgtsn', C, B)             # (Bt,G,T,T,N)
-    W = torch.einsum('bgptsn,bgtsn->bgpts', decay, CB)      # (Bt,G,P,T,T)
-    y = torch.einsum('bgpts,bgps->bgpt', W, x)
-    # contribution of this chunk's inputs to the state at its last step
-    Bx = B.unsqueeze(2) * x.unsqueeze(3)                    # (Bt,G,P,N,T)
-    h_out = torch.einsum('bgpsn,bgpns->bgpn', decay[..., -1, :, :], Bx)
-
+    a = torch.exp(dt.unsqueeze(-2) * A.unsqueeze(-1))      # (Bt,G,P,N,T)
+    b = B.unsqueeze(2) * (dt * u).unsqueeze(-2)            # (Bt,G,P,N,T)
+    decay, h = _log_step_scan(a, b)
     if h_in is not None:
-        decay_in = torch.exp(S)                             # (Bt,G,P,T,N)
-        y = y + torch.einsum('bgnt,bgptn->bgpt', C,
-                             decay_in * h_in.unsqueeze(-2))
-        h_out = h_out + decay_in[..., -1, :] * h_in
+        h = torch.addcmul(h, decay, h_in.unsqueeze(-1))
+    y = (h * C.unsqueeze(2)).sum(-2)                       # (Bt,G,P,T)
+    h_out = h[..., -1]
     if D is not None:
         y = y + D.unsqueeze(-1) * u
     if z is not None:
@@ -251,9 +254,8 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
     Args:
         chunk_size: chunk length ``T``; the last chunk may be shorter.
-            ``None`` uses :func:`default_chunk_size` (64 for N <= 4, down to
-            16 for N >= 16). Intra-chunk work and memory grow as ``T^2 * N``
-            per channel.
+            ``None`` uses :func:`default_chunk_size` (128 for N <= 4, down to
+            32 for N >= 16). Intra-chunk work grows as ``T log T`` per channel.
     """
     meta = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, out_fp32)
     T = check_chunk_size(chunk_size, default_chunk_size(meta.d_state))
