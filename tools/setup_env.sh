@@ -52,7 +52,7 @@ if ! python -c 'import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != "2.1.0"
     MMCV_WITH_OPS=1 python -m pip install --progress-bar off -q --no-build-isolation "mmcv==2.1.0"
 fi
 
-pip_q "setuptools<70" "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
+pip_q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
       pycocotools ftfy regex triton pytest
 # the plugin itself, editable, without touching the pinned stack
 pip_q --no-build-isolation --no-deps -e "$ROOT"

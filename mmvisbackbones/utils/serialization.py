@@ -6,6 +6,13 @@ holding numpy arrays) and numpy scalars in the checkpoint's ``meta``.  Those
 are plain data, but the weights-only unpickler refuses them, so ``--resume``
 and ``tools/test.py`` would fail on the checkpoints the Runner itself wrote.
 
+HistoryBuffer also pickles its statistics functions (``HistoryBuffer.min``,
+...), which pickle writes as ``getattr(HistoryBuffer, 'min')``.  Allowing the
+builtin ``getattr`` would let a file reach any attribute of any allowed
+object, so we register :func:`_history_buffer_getattr` under that name
+instead: it resolves only HistoryBuffer's registered statistics methods and
+refuses everything else.
+
 Rather than switching the unpickler off (``weights_only=False`` executes any
 pickled code, and a checkpoint is untrusted input), we add exactly those data
 types to torch's allow-list.  :func:`register_safe_globals` is called when
@@ -28,10 +35,25 @@ def _numpy_types():
     return types
 
 
-def safe_globals():
-    """The types we allow in addition to torch's defaults."""
+def _history_buffer_getattr(obj, name):
+    """Stand-in for ``builtins.getattr`` inside the weights-only unpickler:
+    only ``HistoryBuffer.<registered statistics method>``."""
+    import pickle
+
     from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer] + _numpy_types()
+    if obj is HistoryBuffer and isinstance(name, str) and (
+            name in HistoryBuffer._statistics_methods
+            or name in ('min', 'max', 'current', 'mean')):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer statistics '
+        'methods are allowed in weights-only loading')
+
+
+def safe_globals():
+    """The globals we allow in addition to torch's defaults."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')] + _numpy_types()
 
 
 @functools.lru_cache(maxsize=None)

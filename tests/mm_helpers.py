@@ -1,0 +1,69 @@
+"""Helpers for tests that run mmdet / mmseg consumers on the demo data."""
+import os.path as osp
+
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmvisbackbones import BACKBONES
+from zoo import ZOO
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIGS = {
+    'maskrcnn': osp.join(ROOT, 'configs/demo/mask-rcnn_vmamba-demo_fpn_coco-demo.py'),
+    'upernet': osp.join(ROOT, 'configs/demo/upernet_vmamba-demo_ade-demo.py'),
+    'dino': osp.join(ROOT, 'configs/demo/dino-4scale_vmamba-demo_coco-demo.py'),
+}
+
+
+def scope_of(kind):
+    return 'mmseg' if kind == 'upernet' else 'mmdet'
+
+
+def set_channels(cfg, kind, channels):
+    """Wire a backbone's out_channels into the consumer's neck / heads."""
+    if kind == 'maskrcnn':
+        cfg.model.neck.in_channels = channels
+    elif kind == 'upernet':
+        cfg.model.decode_head.in_channels = channels
+        cfg.model.auxiliary_head.in_channels = channels[2]
+    elif kind == 'dino':
+        cfg.model.neck.in_channels = channels
+
+
+def demo_cfg(kind, data_root, backbone=None, workers=0, batch_size=2):
+    """Demo config of ``kind`` reading the demo data under ``data_root``
+    (``<data_root>/coco`` or ``<data_root>/ade``), optionally with a zoo backbone."""
+    cfg = Config.fromfile(DEMO_CONFIGS[kind])
+    if kind == 'upernet':
+        root = osp.join(data_root, 'ade', 'ADEChallengeData2016')
+    else:
+        root = osp.join(data_root, 'coco') + '/'
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dl = cfg[name]
+        dl.dataset.data_root = root
+        dl.num_workers = workers
+        dl.persistent_workers = workers > 0
+        dl.batch_size = batch_size
+    for name in ('val_evaluator', 'test_evaluator'):
+        if 'ann_file' in cfg[name]:
+            cfg[name].ann_file = osp.join(root, 'annotations/instances_val2017.json')
+    if backbone is not None:
+        out_indices = (1, 2, 3) if kind == 'dino' else (0, 1, 2, 3)
+        bb = BACKBONES[backbone](**ZOO[backbone]['kwargs'], out_indices=out_indices)
+        cfg.model.backbone = dict(type=backbone, **ZOO[backbone]['kwargs'],
+                                  out_indices=out_indices)
+        set_channels(cfg, kind, bb.out_channels)
+    return cfg
+
+
+def build_in_scope(cfg, kind):
+    init_default_scope(scope_of(kind))
+    import mmvisbackbones  # noqa: F401
+    if scope_of(kind) == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    return MODELS.build(cfg.model)
