@@ -159,3 +159,23 @@ def test_plain_pytorch_builder(name):
     assert type(net) is cls and net.out_strides == [16, 32]
     with pytest.raises(ValueError, match='unknown backbone'):
         mmvisbackbones.build_backbone('nope_tiny')
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_bf16_autocast(name):
+    """Mixed precision (CPU bf16 autocast): finite outputs and gradients."""
+    net = build(name).train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = net(x)
+    assert all(torch.isfinite(o.float()).all() for o in outs)
+    sum(o.float().mean() for o in outs).backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    # close to the fp32 result
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = net(x)
+    for a, b in zip(ref, low):
+        torch.testing.assert_close(b.float(), a, rtol=0.1, atol=0.15)

@@ -79,3 +79,15 @@ def test_test_tool_missing_checkpoint(workspace):
     r = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'test.py'), cfg,
                         str(ws / 'missing.pth')], cwd=ws, capture_output=True, text=True)
     assert r.returncode != 0 and 'checkpoint not found' in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown without a GPU')
+@pytest.mark.parametrize('flags,msg', [(['--amp'], '--amp needs a GPU'),
+                                       (['--launcher', 'pytorch'], 'needs GPUs')])
+def test_gpu_only_flags_fail_clearly_on_cpu(workspace, flags, msg):
+    ws, cfg = workspace
+    r = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg] + flags,
+                       cwd=ws, capture_output=True, text=True, env=dict(
+                           __import__('os').environ, RANK='0', WORLD_SIZE='1',
+                           MASTER_ADDR='127.0.0.1', MASTER_PORT='29555'))
+    assert r.returncode != 0 and msg in r.stderr, r.stderr[-2000:]

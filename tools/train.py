@@ -84,8 +84,24 @@ def build_cfg(args) -> Config:
     return cfg
 
 
+def check_device(args):
+    """mmengine's AMP wrapper and its torch.distributed launchers need an
+    accelerator; say so instead of failing deep inside mmengine."""
+    import torch
+    if torch.cuda.is_available():
+        return
+    if args.amp:
+        raise SystemExit('error: --amp needs a GPU: mmengine\'s AmpOptimWrapper only runs '
+                         'on cuda/npu/mlu/musa devices (no CUDA device is visible here)')
+    if args.launcher in ('pytorch', 'slurm'):
+        raise SystemExit(f'error: --launcher {args.launcher} needs GPUs: mmengine\'s '
+                         'distributed init binds every rank to a CUDA device '
+                         '(no CUDA device is visible here)')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_device(args)
     cfg = build_cfg(args)
     scope = init_scope(cfg)
     check_data(cfg, ('train_dataloader', 'val_dataloader'), scope)
