@@ -4,7 +4,7 @@ import os
 import os.path as osp
 from typing import Iterable, List, Tuple
 
-from mmengine.config import Config, DictAction  # noqa: F401  (re-exported)
+from mmengine.config import Config, DictAction
 
 SCOPES = ('mmdet', 'mmseg')
 
@@ -88,6 +88,35 @@ def check_data(cfg: Config, loaders: Tuple[str, ...], scope: str):
             '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/.')
 
 
-def set_launcher_env(launcher: str, local_rank: int):
+def add_common_args(parser):
+    """Options tools/train.py and tools/test.py share."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=24')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher for distributed runs')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args) -> Config:
+    """Config from ``args.config`` with ``--cfg-options``, the launcher and the
+    work dir (``--work-dir``, else the config's, else ./work_dirs/<name>)."""
     if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(local_rank)
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def build_runner(cfg: Config):
+    """mmengine's Runner, or the config's ``runner_type``."""
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg)

@@ -1,7 +1,6 @@
 """The real configs parse, wire channels consistently and fail clearly
 without their data / pretrained weights."""
 import glob
-import os
 import os.path as osp
 import subprocess
 import sys

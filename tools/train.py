@@ -17,16 +17,13 @@ Multi-GPU / multi-node (torch.distributed):
         python tools/train.py CONFIG --launcher slurm
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from mmvisbackbones.tools_utils import check_data, init_scope, set_launcher_env  # noqa: E402
+from mmvisbackbones.tools_utils import (add_common_args, build_runner, check_data,  # noqa: E402
+                                        init_scope, load_config)
 
 
 def parse_args(argv=None):
@@ -40,25 +37,12 @@ def parse_args(argv=None):
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from the given checkpoint, or with no value from the '
                    'latest checkpoint in the work dir')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override config entries, e.g. train_cfg.max_epochs=24')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                   help='job launcher for distributed training')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = p.parse_args(argv)
-    set_launcher_env(args.launcher, args.local_rank)
-    return args
+    add_common_args(p)
+    return p.parse_args(argv)
 
 
-def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+def build_cfg(args):
+    cfg = load_config(args)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper == 'AmpOptimWrapper':
@@ -105,12 +89,7 @@ def main(argv=None):
     cfg = build_cfg(args)
     scope = init_scope(cfg)
     check_data(cfg, ('train_dataloader', 'val_dataloader'), scope)
-    if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':
