@@ -168,7 +168,7 @@ class VSSStage(nn.Module):
     def forward(self, x):
         x = self.downsample(x)
         for blk in self.blocks:
-            if self.with_cp and x.requires_grad:
+            if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(blk, x, use_reentrant=False)
             else:
                 x = blk(x)
