@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 
@@ -7,6 +8,18 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# The Triton kernels are tested on CUDA when there is a GPU, and under
+# Triton's interpreter on the CPU otherwise.  Triton decides whether to
+# interpret a kernel when the kernel is defined, so set the variable and
+# define the kernels before any test runs.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+if importlib.util.find_spec('triton') is not None:
+    try:
+        import mmvisbackbones.ops.selective_scan.triton_scan  # noqa: F401
+    except ModuleNotFoundError:  # torch-only environment: tests/ops/conftest.py copes
+        pass
 
 
 @pytest.fixture(autouse=True)

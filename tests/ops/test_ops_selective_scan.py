@@ -274,12 +274,13 @@ def test_saves_only_inputs_and_chunk_states():
 
 
 # ---------------------------------------------------------------- dispatch
-def test_dispatch_default_is_torch(monkeypatch):
+def test_dispatch_defaults(monkeypatch):
     monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
     assert resolve_backend() == 'torch'
     assert resolve_backend(device=torch.device('cpu')) == 'torch'
-    assert resolve_backend(device='cuda') == 'torch'
-    assert available_backends() == ('naive', 'torch')
+    # triton is a test dependency: CUDA tensors go to the Triton kernels
+    assert resolve_backend(device='cuda') == 'triton'
+    assert available_backends() == ('naive', 'torch', 'triton')
 
 
 def _spy(monkeypatch, name):
@@ -338,14 +339,15 @@ def test_dispatch_unknown_backend(monkeypatch):
         selective_scan(**ins)
 
 
-def test_dispatch_triton_not_implemented(monkeypatch):
+def test_dispatch_triton_on_cpu_is_a_clear_error(monkeypatch):
+    """Without TRITON_INTERPRET=1, CPU tensors cannot go to the kernels."""
     monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
     ins = make_inputs(L=3)
-    with pytest.raises(RuntimeError,
-                       match=r"'triton' is not implemented yet.*'torch'"):
+    with pytest.raises(RuntimeError, match=r"'triton' runs on CUDA.*'torch'"):
         selective_scan(**ins, backend='triton')
     monkeypatch.setenv(BACKEND_ENV_VAR, 'triton')
-    with pytest.raises(RuntimeError, match='not implemented yet'):
+    with pytest.raises(RuntimeError, match='runs on CUDA'):
         selective_scan(**ins)
 
 

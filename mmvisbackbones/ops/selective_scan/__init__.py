@@ -4,11 +4,13 @@ Backends (``backend=`` argument, else the ``MMVB_SCAN_BACKEND`` environment
 variable, else the per-device default):
 
 * ``'naive'``  - sequential reference loop (:mod:`.naive`).
-* ``'torch'``  - chunked pure-PyTorch scan (:mod:`.chunked`), the default.
-* ``'triton'`` - reserved; not implemented in this version.
+* ``'torch'``  - chunked pure-PyTorch scan (:mod:`.chunked`), the CPU default.
+* ``'triton'`` - Triton kernels (:mod:`.triton_scan`), the CUDA default when
+  triton is installed; on the CPU only under ``TRITON_INTERPRET=1``.
 
 Adding a backend is one entry in :data:`_BACKENDS`.
 """
+import importlib.util
 import os
 from typing import Callable, NamedTuple, Optional, Tuple
 
@@ -41,23 +43,25 @@ def _run_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                   chunk_size)
 
 
-def _run_triton(*args, **kwargs):
-    raise NotImplementedError(
-        "selective_scan: backend 'triton' is not implemented yet in this "
-        "version of mmvisbackbones (the Triton kernels will be added later). "
-        "Use backend='torch' (the chunked PyTorch scan) instead, and unset or "
-        f"change the {BACKEND_ENV_VAR} environment variable if it is set to "
-        "'triton'.")
+def _run_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                return_last_state, out_fp32, chunk_size):
+    # imported on first use: the kernels are JIT-compiled, and triton decides
+    # at import time whether to interpret them (TRITON_INTERPRET=1)
+    from .triton_scan import selective_scan_triton
+    return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias,
+                                 delta_softplus, return_last_state, out_fp32)
 
+
+HAS_TRITON = importlib.util.find_spec('triton') is not None
 
 _BACKENDS = {
     'naive': _Backend(_run_naive, True, 'sequential reference loop'),
     'torch': _Backend(_run_torch, True, 'chunked pure-PyTorch scan'),
-    'triton': _Backend(_run_triton, False, 'Triton kernels (not implemented)'),
+    'triton': _Backend(_run_triton, HAS_TRITON, 'Triton kernels (CUDA)'),
 }
 
 # default backend per device type; anything else falls back to 'torch'
-_DEFAULT_BACKEND = {'cpu': 'torch', 'cuda': 'torch'}
+_DEFAULT_BACKEND = {'cpu': 'torch', 'cuda': 'triton' if HAS_TRITON else 'torch'}
 
 
 def available_backends() -> Tuple[str, ...]:
@@ -107,10 +111,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         return_last_state: also return the final ``(Bt, Dm, N)`` state.
         out_fp32: float32 output instead of ``u.dtype``.
         backend: ``'naive'``, ``'torch'`` or ``'triton'``; ``None`` reads
-            ``MMVB_SCAN_BACKEND`` and falls back to ``'torch'``.
+            ``MMVB_SCAN_BACKEND``, else ``'triton'`` for CUDA tensors (when
+            triton is installed) and ``'torch'`` otherwise.
         chunk_size: chunk length of the ``'torch'`` backend; ``None`` picks
-            64 for N <= 4 down to 16 for N >= 16 (see
-            :func:`.chunked.default_chunk_size`). Ignored by ``'naive'``.
+            128 for N <= 4 down to 32 for N >= 16 (see
+            :func:`.chunked.default_chunk_size`). Ignored by the others.
 
     Internal math is float32 (float64 if an input is float64). The last state
     is in that compute dtype.
