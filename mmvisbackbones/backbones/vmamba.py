@@ -23,7 +23,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 
 from ..layers import DropPath, Linear2d, Mlp2d, build_norm2d
-from ..ops import cross_merge, cross_scan, selective_scan
+from ..ops import ss2d_scan
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -88,20 +88,21 @@ class SS2D(nn.Module):
         self.D.fill_(1.0)
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D, H, W) activations -> merged four-direction scan, fp32."""
+        """(B, D, H, W) activations -> merged four-direction scan, fp32.
+
+        Upstream cross-scans x into four (B, D, L) sequences and projects each.
+        The projections are per pixel, so projecting the map once (for all
+        directions) and letting the scan walk each direction's order gives the
+        same numbers without the four copies (``ss2d_scan``: fused on CUDA).
+        """
         B, D, H, W = x.shape
-        K, N, R, L = K_DIRECTIONS, self.d_state, self.dt_rank, H * W
-        xs = cross_scan(x).reshape(B, K * D, L)
-        # per-direction projections as grouped 1x1 convs
-        x_dbl = F.conv1d(xs, self.x_proj_weight.reshape(K * (R + 2 * N), D, 1), groups=K)
-        dts, Bs, Cs = x_dbl.view(B, K, R + 2 * N, L).split([R, N, N], dim=2)
-        dts = F.conv1d(dts.reshape(B, K * R, L), self.dt_proj_weight.reshape(K * D, R, 1),
-                       groups=K)
-        ys = selective_scan(xs, dts, -torch.exp(self.A_log.float()), Bs.contiguous(),
-                            Cs.contiguous(), D=self.D.float(),
-                            delta_bias=self.dt_proj_bias.reshape(-1).float(),
-                            delta_softplus=True, out_fp32=True)
-        return cross_merge(ys.view(B, K, D, H, W))
+        K, N, R = K_DIRECTIONS, self.d_state, self.dt_rank
+        x_dbl = F.conv2d(x, self.x_proj_weight.reshape(K * (R + 2 * N), D, 1, 1))
+        dts, Bs, Cs = x_dbl.view(B, K, R + 2 * N, H, W).split([R, N, N], dim=2)
+        dts = F.conv2d(dts.reshape(B, K * R, H, W),
+                       self.dt_proj_weight.reshape(K * D, R, 1, 1), groups=K)
+        return ss2d_scan(x, dts, -torch.exp(self.A_log.float()), Bs, Cs, D=self.D.float(),
+                         delta_bias=self.dt_proj_bias.reshape(-1).float(), delta_softplus=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.dwconv(self.in_proj(x)))

@@ -50,6 +50,18 @@ if HAS_TRITON:
         return tl.where(x > 20.0, x, tl.where(x < -15.0, tl.exp(x), tl.log(1.0 + tl.exp(x))))
 
     @triton.jit
+    def _pos(t, k, L, H, W, SS2D: tl.constexpr):
+        """Memory position of sequence step ``t``.  Plain scan: ``t``.  SS2D:
+        step ``t`` of direction ``k`` of VMamba's cross-scan over an H x W map
+        (0 row-major, 1 column-major, 2 and 3 the same reversed)."""
+        if SS2D:
+            tt = tl.where(k >= 2, L - 1 - t, t)
+            tt = tl.minimum(tl.maximum(tt, 0), L - 1)
+            return tl.where(k % 2 == 1, (tt % H) * W + tt // H, tt)
+        else:
+            return t
+
+    @triton.jit
     def _load_delta(delta_ptr, bias, row, t, mask, stride_l, HAS_BIAS: tl.constexpr,
                     SOFTPLUS: tl.constexpr):
         """Raw delta (+ bias) and the delta actually used, masked to 0."""
@@ -65,13 +77,13 @@ if HAS_TRITON:
     def _ssm_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         out_ptr, states_ptr, last_ptr,
-        Dm, L, N, P,
+        Dm, L, N, P, H, W,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_Ad, s_An,
         NC,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
+        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SS2D: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         b = tl.program_id(1).to(tl.int64)
@@ -81,6 +93,9 @@ if HAS_TRITON:
         mask_d = d < Dm
         mask_n = n < N
         g = (pid_d * BLOCK_D) // P  # the whole tile is in one group
+        # SS2D: group g is direction g; all directions read/write the same
+        # (Bt, P, H*W) map, channel d - g * P
+        du_ = d - g * P if SS2D else d
 
         A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An,
                     mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
@@ -91,15 +106,16 @@ if HAS_TRITON:
         if HAS_D:
             Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
 
-        u_row = u_ptr + b * s_ub + d[:, None] * s_ud
+        u_row = u_ptr + b * s_ub + du_[:, None] * s_ud
         d_row = b * s_db + d[:, None] * s_dd
         B_row = B_ptr + b * s_Bb + g * s_Bg + n[:, None] * s_Bn
         C_row = C_ptr + b * s_Cb + g * s_Cg + n[:, None] * s_Cn
         st_row = states_ptr + ((b * Dm + d[:, None]) * NC) * N + n[None, :]
         h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
         for c in range(0, NC):
-            t = c * BLOCK_L + j
-            mask_l = t < L
+            ts = c * BLOCK_L + j
+            mask_l = ts < L
+            t = _pos(ts, g, L, H, W, SS2D)
             m2 = mask_d[:, None] & mask_l[None, :]
             mBC = mask_n[:, None] & mask_l[None, :]
             if SAVE_STATES:
@@ -119,8 +135,11 @@ if HAS_TRITON:
                 zv = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl,
                              mask=m2, other=0.0).to(tl.float32)
                 y = y * zv * tl.sigmoid(zv)
-            tl.store(out_ptr + b * s_ob + d[:, None] * s_od + t[None, :] * s_ol,
-                     y.to(out_ptr.dtype.element_ty), mask=m2)
+            o_ptrs = out_ptr + b * s_ob + du_[:, None] * s_od + t[None, :] * s_ol
+            if SS2D:  # the four directions add into one fp32 map
+                tl.atomic_add(o_ptrs, y, mask=m2)
+            else:
+                tl.store(o_ptrs, y.to(out_ptr.dtype.element_ty), mask=m2)
             last = tl.minimum(L - c * BLOCK_L, BLOCK_L) - 1
             h = tl.sum(tl.where(j[None, None, :] == last, hs, 0.0), axis=2)
         tl.store(last_ptr + (b * Dm + d[:, None]) * N + n[None, :], h,
@@ -131,13 +150,13 @@ if HAS_TRITON:
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         dout_ptr, states_ptr, dlast_ptr,
         du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
-        Dm, L, N, P, G,
+        Dm, L, N, P, G, H, W,
         s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
         s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl, s_Ad, s_An,
         NC,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SS2D: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         b = tl.program_id(1).to(tl.int64)
@@ -148,6 +167,7 @@ if HAS_TRITON:
         mask_n = n < N
         mask_dn = mask_d[:, None] & mask_n[None, :]
         g = (pid_d * BLOCK_D) // P
+        du_ = d - g * P if SS2D else d
 
         A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mask_dn,
                     other=0.0).to(tl.float32)
@@ -158,10 +178,10 @@ if HAS_TRITON:
         if HAS_D:
             Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
 
-        u_off = b * s_ub + d[:, None] * s_ud  # du shares u's strides
+        u_off = b * s_ub + du_[:, None] * s_ud  # du shares u's strides
         u_row = u_ptr + u_off
         d_row = b * s_db + d[:, None] * s_dd
-        o_row = b * s_ob + d[:, None] * s_od
+        o_row = b * s_ob + du_[:, None] * s_od
         B_row = B_ptr + b * s_Bb + g * s_Bg + n[:, None] * s_Bn
         C_row = C_ptr + b * s_Cb + g * s_Cg + n[:, None] * s_Cn
         # dB / dC buffers are contiguous fp32 (Bt, G, N, L)
@@ -177,8 +197,9 @@ if HAS_TRITON:
         dbias_acc = tl.zeros((BLOCK_D, ), tl.float32)
         for cc in range(0, NC):
             c = NC - 1 - cc
-            t = c * BLOCK_L + j
-            mask_l = t < L
+            ts = c * BLOCK_L + j
+            mask_l = ts < L
+            t = _pos(ts, g, L, H, W, SS2D)
             m2 = mask_d[:, None] & mask_l[None, :]
             mBC = mask_n[:, None] & mask_l[None, :]
             h_in = tl.load(st_row + c * N, mask=mask_dn, other=0.0)
@@ -192,7 +213,7 @@ if HAS_TRITON:
             x = Bv[None, :, :] * (dt * u)[:, None, :]
 
             # h_{t-1}: scan of the step before each position (identity at j = 0)
-            tp = t - 1
+            tp = _pos(ts - 1, g, L, H, W, SS2D)
             mp = m2 & (j[None, :] > 0)
             up = tl.load(u_row + tp[None, :] * s_ul, mask=mp, other=0.0).to(tl.float32)
             _, dtp = _load_delta(delta_ptr, bias, d_row, tp[None, :], mp, s_dl, HAS_BIAS,
@@ -222,8 +243,8 @@ if HAS_TRITON:
             dy = tl.where(m2, dy, 0.0)
 
             # dh_t = C_t dy_t + a_{t+1} dh_{t+1}: reversed scan, alpha_t = a_{t+1}
-            tn = t + 1
-            mn = m2 & (j[None, :] < BLOCK_L - 1) & (tn[None, :] < L)
+            tn = _pos(ts + 1, g, L, H, W, SS2D)
+            mn = m2 & (j[None, :] < BLOCK_L - 1) & ((ts + 1)[None, :] < L)
             _, dtn = _load_delta(delta_ptr, bias, d_row, tn[None, :], mn, s_dl, HAS_BIAS,
                                  SOFTPLUS)
             alpha = tl.exp(dtn[:, None, :] * A[:, :, None])          # 1 where masked
@@ -250,8 +271,11 @@ if HAS_TRITON:
             ddt = tl.where(m2, ddt, 0.0)
             if HAS_BIAS:
                 dbias_acc += tl.sum(ddt, axis=1)
-            tl.store(du_ptr + u_off + t[None, :] * s_ul,
-                     du.to(du_ptr.dtype.element_ty), mask=m2)
+            if SS2D:  # du: the four directions add into one fp32 map
+                tl.atomic_add(du_ptr + u_off + t[None, :] * s_ul, du, mask=m2)
+            else:
+                tl.store(du_ptr + u_off + t[None, :] * s_ul, du.to(du_ptr.dtype.element_ty),
+                         mask=m2)
             tl.store(ddelta_ptr + d_row + t[None, :] * s_dl, ddt.to(ddelta_ptr.dtype.element_ty),
                      mask=m2)
             carry = tl.sum(tl.where(j[None, None, :] == 0, a * dh, 0.0), axis=2)
@@ -296,45 +320,63 @@ def check_triton_inputs(u, *tensors):
 
 
 class SelectiveScanTritonFn(torch.autograd.Function):
+    """Plain scan (``hw=None``): u/delta/z (Bt, Dm, L), B/C (Bt, G, N, L).
+
+    SS2D (``hw=(H, W)``): ``u`` is the (Bt, P, H*W) map shared by the G = 4
+    directions, ``delta`` (Bt, 4*P, H*W) and ``B``/``C`` (Bt, 4, N, H*W) are in
+    spatial order per direction; the kernel walks each direction's cross-scan
+    order and the output is the fp32 (Bt, P, H*W) sum over the directions.
+    """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_fp32):
-        Bt, Dm, L = u.shape
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_fp32, hw):
+        Bt, Dm, L = delta.shape
         G, N = B.shape[1], A.shape[1]
         P = Dm // G
+        H, W = hw if hw is not None else (1, L)
         BD, BN, BL = _blocks(Dm, N, L, P)
         NC = triton.cdiv(L, BL)
         save = any(ctx.needs_input_grad[:8])
-        out = torch.empty((Bt, Dm, L), device=u.device,
-                          dtype=torch.float32 if out_fp32 else u.dtype)
+        if hw is not None:
+            out = torch.zeros((Bt, P, L), device=u.device, dtype=torch.float32)
+        else:
+            out = torch.empty((Bt, Dm, L), device=u.device,
+                              dtype=torch.float32 if out_fp32 else u.dtype)
         states = torch.empty((Bt, Dm, NC, N) if save else (1, ), device=u.device,
                              dtype=torch.float32)
         last = torch.empty((Bt, Dm, N), device=u.device, dtype=torch.float32)
         zz = z if z is not None else u
-        grid = (triton.cdiv(Dm, BD), Bt)
-        _ssm_fwd_kernel[grid](
+        _ssm_fwd_kernel[(triton.cdiv(Dm, BD), Bt)](
             u, delta, A, B, C, D if D is not None else A, zz,
             delta_bias if delta_bias is not None else A, out, states, last,
-            Dm, L, N, P, *_strides3(u), *_strides3(delta), *_strides3(zz), *_strides3(out),
-            *B.stride(), *C.stride(), *A.stride(), NC,
+            Dm, L, N, P, H, W, *_strides3(u), *_strides3(delta), *_strides3(zz),
+            *_strides3(out), *B.stride(), *C.stride(), *A.stride(), NC,
             BLOCK_D=BD, BLOCK_N=BN, BLOCK_L=BL, HAS_D=D is not None, HAS_Z=z is not None,
-            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SAVE_STATES=save)
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SAVE_STATES=save,
+            SS2D=hw is not None)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
             ctx.delta_softplus = bool(delta_softplus)
             ctx.blocks = (BD, BN, BL, NC)
+            ctx.hw = hw
         return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        Bt, Dm, L = u.shape
+        hw = ctx.hw
+        Bt, Dm, L = delta.shape
         G, N = B.shape[1], A.shape[1]
         P = Dm // G
+        H, W = hw if hw is not None else (1, L)
         BD, BN, BL, NC = ctx.blocks
         dev = u.device
-        dout = torch.zeros((Bt, Dm, L), device=dev, dtype=u.dtype) if dout is None else dout
-        du = torch.empty_like(u)
+        if dout is None:
+            dout = torch.zeros(u.shape, device=dev, dtype=u.dtype)
+        dout = dout.contiguous()
+        # SS2D: the directions add their du into one fp32 map
+        du = torch.zeros(u.shape, device=dev, dtype=torch.float32) if hw is not None \
+            else torch.empty_like(u)
         ddelta = torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
         dB = torch.zeros((Bt, G, N, L), device=dev, dtype=torch.float32)
@@ -343,24 +385,22 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         dD = torch.empty((Bt, Dm), device=dev, dtype=torch.float32)
         dbias = torch.empty((Bt, Dm), device=dev, dtype=torch.float32)
         zz = z if z is not None else u
-        grid = (triton.cdiv(Dm, BD), Bt)
-        # dout / du / dz share one set of strides: make them alike
-        dout = dout.contiguous()
+        # dout, du and dz are addressed with one set of (contiguous) strides
         assert du.stride() == dout.stride() and (dz is None or dz.stride() == dout.stride())
-        _ssm_bwd_kernel[grid](
+        _ssm_bwd_kernel[(triton.cdiv(Dm, BD), Bt)](
             u, delta, A, B, C, D if D is not None else A, zz,
             delta_bias if delta_bias is not None else A, dout, states,
             dlast.contiguous() if dlast is not None else A,
             du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
-            Dm, L, N, P, G, *_strides3(u), *_strides3(delta), *_strides3(zz),
+            Dm, L, N, P, G, H, W, *_strides3(u), *_strides3(delta), *_strides3(zz),
             *_strides3(dout), *B.stride(), *C.stride(), *A.stride(), NC,
             BLOCK_D=BD, BLOCK_N=BN, BLOCK_L=BL, HAS_D=D is not None, HAS_Z=z is not None,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
-            HAS_DLAST=dlast is not None)
-        return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            HAS_DLAST=dlast is not None, SS2D=hw is not None)
+        return (du.to(u.dtype), ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 dD.sum(0).to(D.dtype) if D is not None else None, dz,
                 dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-                None, None)
+                None, None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -375,5 +415,18 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     z = z.contiguous() if z is not None else None
     out, last = SelectiveScanTritonFn.apply(u, delta, A.contiguous(), meta.B.contiguous(),
                                             meta.C.contiguous(), D, z, delta_bias,
-                                            bool(delta_softplus), bool(out_fp32))
+                                            bool(delta_softplus), bool(out_fp32), None)
     return (out, last) if return_last_state else out
+
+
+def ss2d_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """Fused VMamba SS2D scan; see :func:`mmvisbackbones.ops.ss2d_scan`."""
+    Bt, P, H, W = x.shape
+    K, L = B.shape[1], H * W
+    check_triton_inputs(x, ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
+                        ('delta_bias', delta_bias))
+    y, _ = SelectiveScanTritonFn.apply(
+        x.reshape(Bt, P, L).contiguous(), delta.reshape(Bt, K * P, L).contiguous(),
+        A.contiguous(), B.reshape(Bt, K, -1, L).contiguous(), C.reshape(Bt, K, -1, L).contiguous(),
+        D, None, delta_bias, bool(delta_softplus), True, (H, W))
+    return y.view(Bt, P, H, W)

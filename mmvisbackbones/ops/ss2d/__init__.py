@@ -1,0 +1,80 @@
+"""VMamba's SS2D scan: four-direction selective scan of an H x W map, merged.
+
+``ss2d_scan(x, delta, A, B, C, D, delta_bias, delta_softplus)`` equals
+cross-scan -> selective scan (4 groups) -> cross-merge, with inputs in
+*spatial* layout, which is what VMamba's per-pixel projections produce:
+
+* ``x``: (Bt, P, H, W), the map scanned in all four directions (u);
+* ``delta``: (Bt, 4*P, H, W), direction k's step sizes in channels k*P..;
+* ``A``: (4*P, N) fp32; ``B``, ``C``: (Bt, 4, N, H, W); ``D``,
+  ``delta_bias``: (4*P,) fp32.
+
+Returns the merged (Bt, P, H, W) map in fp32.  Backends (argument, else the
+``MMVB_SCAN_BACKEND`` variable, else by device):
+
+* ``'triton'`` (CUDA default): one fused kernel that walks each direction's
+  scan order with direction-aware indexing -- the (Bt, 4, P, L) copies of
+  ``x`` and of the outputs are never written to memory.
+* ``'torch'`` (CPU default): reorders to sequences, runs the chunked scan,
+  merges (what upstream VMamba does).
+* ``'naive'``: the same composition from the reference ops.
+"""
+import torch
+
+from ..cross_scan import cross_merge, cross_scan
+from ..selective_scan import resolve_backend, selective_scan
+from .naive import ss2d_scan_naive, to_scan_order_naive
+
+K = 4
+
+
+def to_scan_order(t: torch.Tensor) -> torch.Tensor:
+    """(Bt, 4, C, H, W) spatial -> (Bt, 4, C, H*W) each in its direction's order."""
+    row = t[:, 0::2].flatten(3)                     # directions 0 and 2
+    col = t[:, 1::2].transpose(-1, -2).flatten(3)   # directions 1 and 3
+    return torch.stack([row[:, 0], col[:, 0], row[:, 1].flip(-1), col[:, 1].flip(-1)], 1)
+
+
+def _check(x, delta, A, B, C):
+    if x.dim() != 4:
+        raise ValueError(f'ss2d_scan: `x` must be (Bt, P, H, W), got shape {tuple(x.shape)}')
+    Bt, P, H, W = x.shape
+    if tuple(delta.shape) != (Bt, K * P, H, W):
+        raise ValueError(f'ss2d_scan: `delta` must be (Bt, 4*P, H, W)={(Bt, K * P, H, W)}, '
+                         f'got {tuple(delta.shape)}')
+    if B.dim() != 5 or tuple(B.shape[:2]) != (Bt, K) or tuple(B.shape[3:]) != (H, W):
+        raise ValueError(f'ss2d_scan: `B` must be (Bt, 4, N, H, W), got {tuple(B.shape)}')
+    if tuple(C.shape) != tuple(B.shape):
+        raise ValueError(f'ss2d_scan: `C` must have the shape of `B` {tuple(B.shape)}, '
+                         f'got {tuple(C.shape)}')
+    if tuple(A.shape) != (K * P, B.shape[2]):
+        raise ValueError(f'ss2d_scan: `A` must be (4*P, N)={(K * P, B.shape[2])}, '
+                         f'got {tuple(A.shape)}')
+
+
+def _ss2d_torch(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    Bt, P, H, W = x.shape
+    L = H * W
+    xs = cross_scan(x).reshape(Bt, K * P, L)
+    ds = to_scan_order(delta.reshape(Bt, K, P, H, W)).reshape(Bt, K * P, L)
+    ys = selective_scan(xs, ds, A, to_scan_order(B), to_scan_order(C), D=D,
+                        delta_bias=delta_bias, delta_softplus=delta_softplus, out_fp32=True,
+                        backend='torch')
+    return cross_merge(ys.view(Bt, K, P, H, W))
+
+
+def _ss2d_triton(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    from ..selective_scan.triton_scan import ss2d_scan_triton
+    return ss2d_scan_triton(x, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+_BACKENDS = {'naive': ss2d_scan_naive, 'torch': _ss2d_torch, 'triton': _ss2d_triton}
+
+
+def ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
+    _check(x, delta, A, B, C)
+    name = resolve_backend(backend, x.device)
+    return _BACKENDS[name](x, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+__all__ = ['ss2d_scan', 'ss2d_scan_naive', 'to_scan_order', 'to_scan_order_naive']
