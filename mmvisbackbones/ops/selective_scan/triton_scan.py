@@ -50,14 +50,17 @@ if HAS_TRITON:
         return tl.where(x > 20.0, x, tl.where(x < -15.0, tl.exp(x), tl.log(1.0 + tl.exp(x))))
 
     @triton.jit
-    def _pos(t, k, L, H, W, SS2D: tl.constexpr):
-        """Memory position of sequence step ``t``.  Plain scan: ``t``.  SS2D:
-        step ``t`` of direction ``k`` of VMamba's cross-scan over an H x W map
-        (0 row-major, 1 column-major, 2 and 3 the same reversed)."""
-        if SS2D:
+    def _pos(t, k, L, H, W, MODE: tl.constexpr):
+        """Memory position of sequence step ``t`` of direction ``k``.
+        MODE 0 (plain): ``t``.  MODE 1 (SS2D): VMamba's cross-scan over an
+        H x W map (0 row-major, 1 column-major, 2 and 3 the same reversed).
+        MODE 2 (bidirectional): direction 1 runs from the end."""
+        if MODE == 1:
             tt = tl.where(k >= 2, L - 1 - t, t)
             tt = tl.minimum(tl.maximum(tt, 0), L - 1)
             return tl.where(k % 2 == 1, (tt % H) * W + tt // H, tt)
+        elif MODE == 2:
+            return tl.minimum(tl.maximum(tl.where(k == 1, L - 1 - t, t), 0), L - 1)
         else:
             return t
 
@@ -83,7 +86,7 @@ if HAS_TRITON:
         NC,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SS2D: tl.constexpr,
+        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, MODE: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         b = tl.program_id(1).to(tl.int64)
@@ -93,9 +96,10 @@ if HAS_TRITON:
         mask_d = d < Dm
         mask_n = n < N
         g = (pid_d * BLOCK_D) // P  # the whole tile is in one group
-        # SS2D: group g is direction g; all directions read/write the same
-        # (Bt, P, H*W) map, channel d - g * P
-        du_ = d - g * P if SS2D else d
+        # MODE 1/2: group g is direction g and all directions write (add) one
+        # (Bt, P, L) output, channel oc; SS2D (1) also reads one shared u map
+        oc = d - g * P if MODE != 0 else d
+        uc = oc if MODE == 1 else d
 
         A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An,
                     mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
@@ -106,7 +110,7 @@ if HAS_TRITON:
         if HAS_D:
             Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
 
-        u_row = u_ptr + b * s_ub + du_[:, None] * s_ud
+        u_row = u_ptr + b * s_ub + uc[:, None] * s_ud
         d_row = b * s_db + d[:, None] * s_dd
         B_row = B_ptr + b * s_Bb + g * s_Bg + n[:, None] * s_Bn
         C_row = C_ptr + b * s_Cb + g * s_Cg + n[:, None] * s_Cn
@@ -115,7 +119,7 @@ if HAS_TRITON:
         for c in range(0, NC):
             ts = c * BLOCK_L + j
             mask_l = ts < L
-            t = _pos(ts, g, L, H, W, SS2D)
+            t = _pos(ts, g, L, H, W, MODE)
             m2 = mask_d[:, None] & mask_l[None, :]
             mBC = mask_n[:, None] & mask_l[None, :]
             if SAVE_STATES:
@@ -132,11 +136,11 @@ if HAS_TRITON:
             if HAS_D:
                 y = y + Dv[:, None] * u
             if HAS_Z:
-                zv = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl,
+                zv = tl.load(z_ptr + b * s_zb + oc[:, None] * s_zd + t[None, :] * s_zl,
                              mask=m2, other=0.0).to(tl.float32)
                 y = y * zv * tl.sigmoid(zv)
-            o_ptrs = out_ptr + b * s_ob + du_[:, None] * s_od + t[None, :] * s_ol
-            if SS2D:  # the four directions add into one fp32 map
+            o_ptrs = out_ptr + b * s_ob + oc[:, None] * s_od + t[None, :] * s_ol
+            if MODE != 0:  # the directions add into one fp32 map
                 tl.atomic_add(o_ptrs, y, mask=m2)
             else:
                 tl.store(o_ptrs, y.to(out_ptr.dtype.element_ty), mask=m2)
@@ -156,7 +160,7 @@ if HAS_TRITON:
         NC,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SS2D: tl.constexpr,
+        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, MODE: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         b = tl.program_id(1).to(tl.int64)
@@ -167,7 +171,8 @@ if HAS_TRITON:
         mask_n = n < N
         mask_dn = mask_d[:, None] & mask_n[None, :]
         g = (pid_d * BLOCK_D) // P
-        du_ = d - g * P if SS2D else d
+        oc = d - g * P if MODE != 0 else d
+        uc = oc if MODE == 1 else d
 
         A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mask_dn,
                     other=0.0).to(tl.float32)
@@ -178,10 +183,10 @@ if HAS_TRITON:
         if HAS_D:
             Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
 
-        u_off = b * s_ub + du_[:, None] * s_ud  # du shares u's strides
+        u_off = b * s_ub + uc[:, None] * s_ud  # du shares u's strides
         u_row = u_ptr + u_off
         d_row = b * s_db + d[:, None] * s_dd
-        o_row = b * s_ob + du_[:, None] * s_od
+        o_row = b * s_ob + oc[:, None] * s_od  # dout, dz (and z's channel)
         B_row = B_ptr + b * s_Bb + g * s_Bg + n[:, None] * s_Bn
         C_row = C_ptr + b * s_Cb + g * s_Cg + n[:, None] * s_Cn
         # dB / dC buffers are contiguous fp32 (Bt, G, N, L)
@@ -199,7 +204,7 @@ if HAS_TRITON:
             c = NC - 1 - cc
             ts = c * BLOCK_L + j
             mask_l = ts < L
-            t = _pos(ts, g, L, H, W, SS2D)
+            t = _pos(ts, g, L, H, W, MODE)
             m2 = mask_d[:, None] & mask_l[None, :]
             mBC = mask_n[:, None] & mask_l[None, :]
             h_in = tl.load(st_row + c * N, mask=mask_dn, other=0.0)
@@ -213,7 +218,7 @@ if HAS_TRITON:
             x = Bv[None, :, :] * (dt * u)[:, None, :]
 
             # h_{t-1}: scan of the step before each position (identity at j = 0)
-            tp = _pos(ts - 1, g, L, H, W, SS2D)
+            tp = _pos(ts - 1, g, L, H, W, MODE)
             mp = m2 & (j[None, :] > 0)
             up = tl.load(u_row + tp[None, :] * s_ul, mask=mp, other=0.0).to(tl.float32)
             _, dtp = _load_delta(delta_ptr, bias, d_row, tp[None, :], mp, s_dl, HAS_BIAS,
@@ -230,20 +235,23 @@ if HAS_TRITON:
                            other=0.0).to(tl.float32)
             dy = dout
             if HAS_Z:
-                zv = tl.load(z_ptr + b * s_zb + d[:, None] * s_zd + t[None, :] * s_zl,
+                zv = tl.load(z_ptr + b * s_zb + oc[:, None] * s_zd + t[None, :] * s_zl,
                              mask=m2, other=0.0).to(tl.float32)
                 sig = tl.sigmoid(zv)
                 y = tl.sum(hs * Cv[None, :, :], axis=1)
                 if HAS_D:
                     y = y + Dv[:, None] * u
                 dz = dout * y * sig * (1.0 + zv * (1.0 - sig))
-                tl.store(dz_ptr + o_row + t[None, :] * s_ol, dz.to(dz_ptr.dtype.element_ty),
-                         mask=m2)
+                if MODE != 0:  # z is shared by the directions: fp32 sum
+                    tl.atomic_add(dz_ptr + o_row + t[None, :] * s_ol, dz, mask=m2)
+                else:
+                    tl.store(dz_ptr + o_row + t[None, :] * s_ol,
+                             dz.to(dz_ptr.dtype.element_ty), mask=m2)
                 dy = dout * zv * sig
             dy = tl.where(m2, dy, 0.0)
 
             # dh_t = C_t dy_t + a_{t+1} dh_{t+1}: reversed scan, alpha_t = a_{t+1}
-            tn = _pos(ts + 1, g, L, H, W, SS2D)
+            tn = _pos(ts + 1, g, L, H, W, MODE)
             mn = m2 & (j[None, :] < BLOCK_L - 1) & ((ts + 1)[None, :] < L)
             _, dtn = _load_delta(delta_ptr, bias, d_row, tn[None, :], mn, s_dl, HAS_BIAS,
                                  SOFTPLUS)
@@ -271,7 +279,7 @@ if HAS_TRITON:
             ddt = tl.where(m2, ddt, 0.0)
             if HAS_BIAS:
                 dbias_acc += tl.sum(ddt, axis=1)
-            if SS2D:  # du: the four directions add into one fp32 map
+            if MODE == 1:  # du: the four directions add into one fp32 map
                 tl.atomic_add(du_ptr + u_off + t[None, :] * s_ul, du, mask=m2)
             else:
                 tl.store(du_ptr + u_off + t[None, :] * s_ul, du.to(du_ptr.dtype.element_ty),
@@ -319,17 +327,24 @@ def check_triton_inputs(u, *tensors):
                             'for float64')
 
 
-class SelectiveScanTritonFn(torch.autograd.Function):
-    """Plain scan (``hw=None``): u/delta/z (Bt, Dm, L), B/C (Bt, G, N, L).
+PLAIN, SS2D, BIDIR = 0, 1, 2
 
-    SS2D (``hw=(H, W)``): ``u`` is the (Bt, P, H*W) map shared by the G = 4
-    directions, ``delta`` (Bt, 4*P, H*W) and ``B``/``C`` (Bt, 4, N, H*W) are in
-    spatial order per direction; the kernel walks each direction's cross-scan
-    order and the output is the fp32 (Bt, P, H*W) sum over the directions.
+
+class SelectiveScanTritonFn(torch.autograd.Function):
+    """One Function for the three kernel modes.
+
+    * PLAIN: u/delta/z (Bt, Dm, L), B/C (Bt, G, N, L); out (Bt, Dm, L).
+    * SS2D (``hw=(H, W)``): ``u`` is the (Bt, P, H*W) map shared by the
+      G = 4 directions; ``delta`` (Bt, 4P, L) and ``B``/``C`` (Bt, 4, N, L)
+      are in spatial order per direction.  out: fp32 (Bt, P, L), the sum over
+      the directions.
+    * BIDIR: u/delta (Bt, 2P, L), B/C (Bt, 2, N, L), all in natural order;
+      direction 1 runs from the end.  ``z`` (Bt, P, L) is shared; out
+      (Bt, P, L) is the sum of the two gated directions.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_fp32, hw):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_fp32, mode, hw):
         Bt, Dm, L = delta.shape
         G, N = B.shape[1], A.shape[1]
         P = Dm // G
@@ -337,15 +352,15 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         BD, BN, BL = _blocks(Dm, N, L, P)
         NC = triton.cdiv(L, BL)
         save = any(ctx.needs_input_grad[:8])
-        if hw is not None:
-            out = torch.zeros((Bt, P, L), device=u.device, dtype=torch.float32)
-        else:
+        if mode == PLAIN:
             out = torch.empty((Bt, Dm, L), device=u.device,
                               dtype=torch.float32 if out_fp32 else u.dtype)
+        else:  # the directions add into one fp32 map
+            out = torch.zeros((Bt, P, L), device=u.device, dtype=torch.float32)
         states = torch.empty((Bt, Dm, NC, N) if save else (1, ), device=u.device,
                              dtype=torch.float32)
         last = torch.empty((Bt, Dm, N), device=u.device, dtype=torch.float32)
-        zz = z if z is not None else u
+        zz = z if z is not None else out
         _ssm_fwd_kernel[(triton.cdiv(Dm, BD), Bt)](
             u, delta, A, B, C, D if D is not None else A, zz,
             delta_bias if delta_bias is not None else A, out, states, last,
@@ -353,40 +368,47 @@ class SelectiveScanTritonFn(torch.autograd.Function):
             *_strides3(out), *B.stride(), *C.stride(), *A.stride(), NC,
             BLOCK_D=BD, BLOCK_N=BN, BLOCK_L=BL, HAS_D=D is not None, HAS_Z=z is not None,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SAVE_STATES=save,
-            SS2D=hw is not None)
+            MODE=mode)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
             ctx.delta_softplus = bool(delta_softplus)
             ctx.blocks = (BD, BN, BL, NC)
-            ctx.hw = hw
+            ctx.mode, ctx.hw = mode, hw
+        if mode == BIDIR and not out_fp32:
+            out = out.to(u.dtype)
         return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        hw = ctx.hw
+        mode, hw = ctx.mode, ctx.hw
         Bt, Dm, L = delta.shape
         G, N = B.shape[1], A.shape[1]
         P = Dm // G
         H, W = hw if hw is not None else (1, L)
         BD, BN, BL, NC = ctx.blocks
         dev = u.device
+        out_shape = (Bt, Dm, L) if mode == PLAIN else (Bt, P, L)
         if dout is None:
-            dout = torch.zeros(u.shape, device=dev, dtype=u.dtype)
+            dout = torch.zeros(out_shape, device=dev, dtype=torch.float32)
         dout = dout.contiguous()
-        # SS2D: the directions add their du into one fp32 map
-        du = torch.zeros(u.shape, device=dev, dtype=torch.float32) if hw is not None \
+        # fp32 buffers where several directions add into one tensor
+        du = torch.zeros(u.shape, device=dev, dtype=torch.float32) if mode == SS2D \
             else torch.empty_like(u)
+        dz = None
+        if z is not None:
+            dz = torch.zeros(z.shape, device=dev, dtype=torch.float32) if mode == BIDIR \
+                else torch.empty_like(z)
         ddelta = torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
         dB = torch.zeros((Bt, G, N, L), device=dev, dtype=torch.float32)
         dC = torch.zeros((Bt, G, N, L), device=dev, dtype=torch.float32)
         dA = torch.empty((Bt, Dm, N), device=dev, dtype=torch.float32)
         dD = torch.empty((Bt, Dm), device=dev, dtype=torch.float32)
         dbias = torch.empty((Bt, Dm), device=dev, dtype=torch.float32)
-        zz = z if z is not None else u
-        # dout, du and dz are addressed with one set of (contiguous) strides
-        assert du.stride() == dout.stride() and (dz is None or dz.stride() == dout.stride())
+        zz = z if z is not None else dout
+        # du is addressed with u's strides, dout / dz (and z) with dout's
+        assert du.stride() == u.stride() and (dz is None or dz.stride() == dout.stride())
+        assert z is None or z.stride() == dout.stride()
         _ssm_bwd_kernel[(triton.cdiv(Dm, BD), Bt)](
             u, delta, A, B, C, D if D is not None else A, zz,
             delta_bias if delta_bias is not None else A, dout, states,
@@ -396,11 +418,12 @@ class SelectiveScanTritonFn(torch.autograd.Function):
             *_strides3(dout), *B.stride(), *C.stride(), *A.stride(), NC,
             BLOCK_D=BD, BLOCK_N=BN, BLOCK_L=BL, HAS_D=D is not None, HAS_Z=z is not None,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
-            HAS_DLAST=dlast is not None, SS2D=hw is not None)
+            HAS_DLAST=dlast is not None, MODE=mode)
         return (du.to(u.dtype), ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-                dD.sum(0).to(D.dtype) if D is not None else None, dz,
+                dD.sum(0).to(D.dtype) if D is not None else None,
+                dz.to(z.dtype) if dz is not None else None,
                 dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-                None, None, None)
+                None, None, None, None)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -415,7 +438,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     z = z.contiguous() if z is not None else None
     out, last = SelectiveScanTritonFn.apply(u, delta, A.contiguous(), meta.B.contiguous(),
                                             meta.C.contiguous(), D, z, delta_bias,
-                                            bool(delta_softplus), bool(out_fp32), None)
+                                            bool(delta_softplus), bool(out_fp32), PLAIN, None)
     return (out, last) if return_last_state else out
 
 
@@ -428,5 +451,17 @@ def ss2d_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=
     y, _ = SelectiveScanTritonFn.apply(
         x.reshape(Bt, P, L).contiguous(), delta.reshape(Bt, K * P, L).contiguous(),
         A.contiguous(), B.reshape(Bt, K, -1, L).contiguous(), C.reshape(Bt, K, -1, L).contiguous(),
-        D, None, delta_bias, bool(delta_softplus), True, (H, W))
+        D, None, delta_bias, bool(delta_softplus), True, SS2D, (H, W))
     return y.view(Bt, P, H, W)
+
+
+def bidirectional_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                              delta_softplus=True, out_fp32=False):
+    """Fused bidirectional scan; see :func:`mmvisbackbones.ops.bidirectional_scan`."""
+    check_triton_inputs(u, ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
+                        ('delta_bias', delta_bias))
+    out, _ = SelectiveScanTritonFn.apply(
+        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), D,
+        z.contiguous() if z is not None else None, delta_bias, bool(delta_softplus),
+        bool(out_fp32), BIDIR, None)
+    return out
