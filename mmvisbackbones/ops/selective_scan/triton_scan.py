@@ -98,8 +98,12 @@ if HAS_TRITON:
         g = (pid_d * BLOCK_D) // P  # the whole tile is in one group
         # MODE 1/2: group g is direction g and all directions write (add) one
         # (Bt, P, L) output, channel oc; SS2D (1) also reads one shared u map
-        oc = d - g * P if MODE != 0 else d
-        uc = oc if MODE == 1 else d
+        oc = d
+        if MODE != 0:
+            oc = d - g * P
+        uc = d
+        if MODE == 1:
+            uc = oc
 
         A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An,
                     mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
@@ -171,8 +175,12 @@ if HAS_TRITON:
         mask_n = n < N
         mask_dn = mask_d[:, None] & mask_n[None, :]
         g = (pid_d * BLOCK_D) // P
-        oc = d - g * P if MODE != 0 else d
-        uc = oc if MODE == 1 else d
+        oc = d
+        if MODE != 0:
+            oc = d - g * P
+        uc = d
+        if MODE == 1:
+            uc = oc
 
         A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mask_dn,
                     other=0.0).to(tl.float32)
@@ -299,10 +307,13 @@ def _pow2_divisor(p: int) -> int:
     return p & (-p)
 
 
-def _blocks(Dm: int, N: int, L: int, P: int):
+def _blocks(Dm: int, N: int, L: int, P: int, tile_elems: int = _TILE_ELEMS):
+    """(BLOCK_D, BLOCK_N, BLOCK_L): a chunk of BLOCK_L steps of BLOCK_D
+    channels (a power of two dividing the group size P, so a tile never
+    straddles two groups) and all N states, about ``tile_elems`` elements."""
     block_n = triton.next_power_of_2(N)
     block_l = min(64, max(16, triton.next_power_of_2(L)))
-    block_d = max(1, _TILE_ELEMS // (block_n * block_l))
+    block_d = max(1, tile_elems // (block_n * block_l))
     block_d = min(block_d, 64, triton.next_power_of_2(Dm), _pow2_divisor(P))
     return block_d, block_n, block_l
 
@@ -386,7 +397,9 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         G, N = B.shape[1], A.shape[1]
         P = Dm // G
         H, W = hw if hw is not None else (1, L)
-        BD, BN, BL, NC = ctx.blocks
+        _, BN, BL, NC = ctx.blocks
+        # the backward keeps about twice as many tiles live: half the channels
+        BD = _blocks(Dm, N, L, P, _TILE_ELEMS // 2)[0]
         dev = u.device
         out_shape = (Bt, Dm, L) if mode == PLAIN else (Bt, P, L)
         if dout is None:
