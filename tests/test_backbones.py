@@ -65,6 +65,7 @@ def test_frozen_stages(name):
     frozen_mods = net.frozen_modules()
     assert net.patch_embed in frozen_mods and net.stages[1] in frozen_mods
     frozen_ids = {id(p) for m in frozen_mods for p in m.parameters()}
+    frozen_ids |= {id(p) for p in net.frozen_params()}
     assert frozen_ids
     for p in net.parameters():
         assert p.requires_grad == (id(p) not in frozen_ids)

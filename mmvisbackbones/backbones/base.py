@@ -129,10 +129,18 @@ class BaseBackbone(BaseModule):
                 mods.append(getattr(self, f'norm{i}'))
         return mods
 
+    def frozen_params(self) -> List[nn.Parameter]:
+        """Parameters outside modules that freeze with the stem
+        (e.g. position embeddings); none here."""
+        return []
+
     def _freeze_stages(self):
         for m in self.frozen_modules():
             m.eval()
             for p in m.parameters():
+                p.requires_grad = False
+        if self.frozen_stages >= 0:
+            for p in self.frozen_params():
                 p.requires_grad = False
 
     def train(self, mode: bool = True):

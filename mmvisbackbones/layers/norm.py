@@ -34,3 +34,18 @@ def build_norm2d(norm, num_features: int) -> nn.Module:
     if key not in _NORMS:
         raise ValueError(f'unknown norm layer {norm!r}; expected one of {sorted(_NORMS)}')
     return _NORMS[key](num_features, **kwargs)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last dim (mamba_ssm's ``RMSNorm``: a
+    weight, no bias), computed in fp32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)

@@ -1,0 +1,130 @@
+"""Common machinery of the plain (non-hierarchical) backbones: Vim, Vision-RWKV.
+
+A plain model embeds 16x16 patches, runs ``depth`` blocks over the token
+sequence and has no strides of its own.  To meet the feature contract:
+
+* the input is zero-padded (bottom/right) to a multiple of the patch size,
+  so any H, W >= 32 works;
+* the absolute position embeddings are stored for the pre-training grid and
+  resized (bicubic) to the token grid at run time;
+* the blocks are grouped into four equal stages; the token state after each
+  stage is normalised (``norm{i}``), reshaped to a stride-16 map and turned
+  into strides 4 / 8 / 16 / 32 by ViTDet's simple feature pyramid
+  (``fpns.{i}``: deconvs up, identity, max-pool down);
+* outputs are cropped back to ``ceil(H / stride)``.
+
+``frozen_stages=k`` freezes the patch embedding and position embedding
+(k >= 0) and stages 0..k-1 with their norms and pyramid branches.
+"""
+import math
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model.weight_init import trunc_normal_
+
+from ..layers import resize_pos_embed, sfp_branch
+from .base import BaseBackbone
+
+SFP_SCALES = (4, 2, 1, 0.5)  # strides 4, 8, 16, 32 from a stride-16 map
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection (a stride-``patch`` conv)."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int = 16):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+
+    def forward(self, x):
+        p = self.patch_size
+        H, W = x.shape[-2:]
+        x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), x.shape[-2:]
+
+
+class PlainBackbone(BaseBackbone):
+    """Subclasses build their blocks with :meth:`build_stages` and implement
+    :meth:`run_block` (and may override :meth:`add_tokens` / :meth:`strip_tokens`
+    for class tokens)."""
+    num_stages = 4
+
+    def __init__(self, embed_dims: int, depth: int, in_channels: int = 3,
+                 patch_size: int = 16, pretrain_img_size: int = 224,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: str = 'ln',
+                 sfp_norm: str = 'ln2d', frozen_stages: int = -1, norm_eval: bool = False,
+                 with_cp: bool = False, init_cfg: Optional[dict] = None):
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, with_cp=with_cp, in_channels=in_channels,
+                         init_cfg=init_cfg)
+        if depth % self.num_stages:
+            raise ValueError(f'{type(self).__name__}: depth {depth} must be a multiple of '
+                             f'{self.num_stages} (the blocks form four equal stages)')
+        self.embed_dims = embed_dims
+        self.depth = depth
+        self.num_features = [embed_dims] * self.num_stages
+        self.strides = [4, 8, 16, 32]
+        self._check_out_indices(self.num_stages)
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
+        self.pretrain_grid = (pretrain_img_size // patch_size, ) * 2
+        self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pretrain_grid), embed_dims))
+        trunc_normal_(self.pos_embed, std=0.02)
+        self.fpns = nn.ModuleDict(
+            {str(i): sfp_branch(embed_dims, SFP_SCALES[i], sfp_norm) for i in self.out_indices})
+        if out_norm != 'ln':
+            raise ValueError(f"{type(self).__name__}: out_norm must be 'ln', got {out_norm!r}")
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(embed_dims))
+
+    # ------------------------------------------------------------ building
+    def build_stages(self, make_block, drop_path_rate: float):
+        """``make_block(index, drop_path)`` -> block, grouped into 4 stages."""
+        per = self.depth // self.num_stages
+        dpr = [drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        self.stages = nn.ModuleList(
+            nn.ModuleList(make_block(s * per + j, dpr[s * per + j]) for j in range(per))
+            for s in range(self.num_stages))
+
+    def frozen_modules(self) -> List[nn.Module]:
+        mods = super().frozen_modules()
+        for i in range(self.frozen_stages):
+            if str(i) in self.fpns:
+                mods.append(self.fpns[str(i)])
+        return mods
+
+    def frozen_params(self) -> List[nn.Parameter]:
+        return [self.pos_embed]
+
+    # ------------------------------------------------------------- forward
+    def add_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def strip_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def run_block(self, block: nn.Module, x: torch.Tensor, hw) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_stages(self, x):
+        H, W = x.shape[-2:]
+        x, hw = self.patch_embed(x)
+        x = x + resize_pos_embed(self.pos_embed, self.pretrain_grid, hw)
+        x = self.add_tokens(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            for blk in stage:
+                if self.with_cp and torch.is_grad_enabled():
+                    x = cp.checkpoint(self.run_block, blk, x, hw, use_reentrant=False)
+                else:
+                    x = self.run_block(blk, x, hw)
+            if i in self.out_indices:
+                t = getattr(self, f'norm{i}')(self.strip_tokens(x))
+                fmap = t.transpose(1, 2).reshape(t.shape[0], -1, *hw)
+                fmap = self.fpns[str(i)](fmap)
+                s = self.strides[i]
+                outs.append(fmap[..., :math.ceil(H / s), :math.ceil(W / s)].contiguous())
+        return outs
