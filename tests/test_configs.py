@@ -12,18 +12,25 @@ from mmengine.registry import MODELS
 
 from mm_helpers import ROOT, build_in_scope
 
-CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vmamba', '*.py'))) + [
-    osp.join(ROOT, 'configs', 'vmamba_maskrcnn.py')]
+FAMILIES = ('vmamba', 'vim')
+CONFIGS = sorted(p for f in FAMILIES for p in glob.glob(osp.join(ROOT, 'configs', f, '*.py'))) \
+    + [osp.join(ROOT, 'configs', 'vmamba_maskrcnn.py')]
+
+
+def _expected(family, archs, extra=()):
+    for a in archs:
+        yield f'mask-rcnn_{family}-{a}_fpn_1x_coco.py'
+        yield f'upernet_{family}-{a}_4xb4-160k_ade20k-512x512.py'
+        yield f'dino-4scale_{family}-{a}_8xb2-12e_coco.py'
+        for e in extra:
+            yield e.format(a=a)
 
 
 def test_config_set_is_complete():
     names = {osp.basename(c) for c in CONFIGS}
-    for a in 'tsb':
-        for kind in (f'mask-rcnn_vmamba-{a}_fpn_1x_coco.py',
-                     f'mask-rcnn_vmamba-{a}_fpn_ms-crop-3x_coco.py',
-                     f'upernet_vmamba-{a}_4xb4-160k_ade20k-512x512.py',
-                     f'dino-4scale_vmamba-{a}_8xb2-12e_coco.py'):
-            assert kind in names
+    expected = set(_expected('vmamba', 'tsb', ['mask-rcnn_vmamba-{a}_fpn_ms-crop-3x_coco.py']))
+    expected |= set(_expected('vim', 'ts'))
+    assert expected <= names, sorted(expected - names)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
