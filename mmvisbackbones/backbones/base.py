@@ -29,6 +29,8 @@ class BaseBackbone(BaseModule):
     arch_zoo: Dict[str, dict] = {}
     #: prefix of the plain-PyTorch model names, e.g. 'vmamba' -> 'vmamba_tiny'
     model_name: str = ''
+    #: arch -> parameter count the upstream project reports (for the README)
+    upstream_params: Dict[str, str] = {}
     min_input_size: int = 32
 
     def __init__(self,

@@ -145,6 +145,7 @@ class Vim(PlainBackbone):
             upstream Vim ImageNet checkpoints (``model`` key).
     """
     model_name = 'vim'
+    upstream_params = {'tiny': '7M', 'small': '26M', 'base': '98M'}
     arch_zoo = {
         'tiny': dict(embed_dims=192, depth=24, d_state=16, expand=2, drop_path_rate=0.1),
         'small': dict(embed_dims=384, depth=24, d_state=16, expand=2, drop_path_rate=0.1),

@@ -193,6 +193,8 @@ class VMamba(BaseBackbone):
             mmdet/mmseg checkpoints of upstream or of this plugin.
     """
     model_name = 'vmamba'
+    #: parameter counts upstream reports (classification model, head included)
+    upstream_params = {'tiny': '30M', 'small': '50M', 'base': '89M'}
     arch_zoo = {
         # upstream vmamba_tiny_s1l8 / vmamba_small_s2l15 / vmamba_base_s2l15
         'tiny': dict(depths=(2, 2, 8, 2), dims=96, ssm_ratio=1.0, d_state=1, mlp_ratio=4.0,
