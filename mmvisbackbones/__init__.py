@@ -10,7 +10,8 @@ configs and tools, not by the backbones.
 from .version import __version__
 from .utils.serialization import register_safe_globals
 from . import ops  # noqa: F401  (before backbones, which use them)
-from .backbones import BaseBackbone, Vim, VMamba, convert_vim_checkpoint, convert_vmamba_checkpoint
+from .backbones import (BaseBackbone, Vim, VisionRWKV, VMamba, convert_vim_checkpoint,
+                        convert_vision_rwkv_checkpoint, convert_vmamba_checkpoint)
 from .registry import BACKBONES
 from .models import build_backbone, list_models
 
@@ -20,5 +21,6 @@ register_safe_globals()
 
 __all__ = [
     '__version__', 'BACKBONES', 'build_backbone', 'list_models', 'BaseBackbone', 'VMamba',
-    'convert_vmamba_checkpoint', 'Vim', 'convert_vim_checkpoint'
+    'convert_vmamba_checkpoint', 'Vim', 'convert_vim_checkpoint', 'VisionRWKV',
+    'convert_vision_rwkv_checkpoint'
 ]

@@ -12,7 +12,7 @@ from mmengine.registry import MODELS
 
 from mm_helpers import ROOT, build_in_scope
 
-FAMILIES = ('vmamba', 'vim')
+FAMILIES = ('vmamba', 'vim', 'vision_rwkv')
 CONFIGS = sorted(p for f in FAMILIES for p in glob.glob(osp.join(ROOT, 'configs', f, '*.py'))) \
     + [osp.join(ROOT, 'configs', 'vmamba_maskrcnn.py')]
 
@@ -29,7 +29,7 @@ def _expected(family, archs, extra=()):
 def test_config_set_is_complete():
     names = {osp.basename(c) for c in CONFIGS}
     expected = set(_expected('vmamba', 'tsb', ['mask-rcnn_vmamba-{a}_fpn_ms-crop-3x_coco.py']))
-    expected |= set(_expected('vim', 'ts'))
+    expected |= set(_expected('vim', 'ts')) | set(_expected('vrwkv', 'ts'))
     assert expected <= names, sorted(expected - names)
 
 

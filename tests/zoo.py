@@ -9,4 +9,5 @@ BatchNorm layers (so that ``norm_eval`` has something to act on), or None.
 ZOO = {
     'VMamba': dict(kwargs=dict(arch='test'), bn=dict(norm_layer='bn')),
     'Vim': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
+    'VisionRWKV': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
 }

@@ -61,7 +61,7 @@ class BaseBackbone(BaseModule):
             return dict(cls.arch_zoo[key])
         if not isinstance(arch, dict):
             raise TypeError(f'{cls.__name__}: arch must be a str or dict, got {type(arch)}')
-        required = set(next(iter(cls.arch_zoo.values())))
+        required = set.intersection(*(set(v) for v in cls.arch_zoo.values()))
         missing = required - set(arch)
         if missing:
             raise ValueError(f'{cls.__name__}: custom arch dict lacks keys {sorted(missing)}')

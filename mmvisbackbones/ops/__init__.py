@@ -3,5 +3,6 @@ from .bidirectional import bidirectional_scan
 from .cross_scan import cross_merge, cross_scan
 from .selective_scan import selective_scan
 from .ss2d import ss2d_scan
+from .wkv import bi_wkv
 
-__all__ = ['selective_scan', 'cross_scan', 'cross_merge', 'ss2d_scan', 'bidirectional_scan']
+__all__ = ['selective_scan', 'cross_scan', 'cross_merge', 'ss2d_scan', 'bidirectional_scan', 'bi_wkv']

@@ -84,12 +84,13 @@ def decay_scan(x: torch.Tensor, vals: torch.Tensor, w: torch.Tensor,
         s_loc.append(s)
         ds_loc.append(ds)
         xj = x[:, :, j]
-        m_new = torch.maximum(m - w, xj)
-        old = torch.exp(m - w - m_new)
+        mw = m - w
+        m_new = torch.maximum(mw, xj)
+        old = torch.exp(mw.sub_(m_new))
         new = torch.exp(xj - m_new)
         if with_dw:
-            ds = (ds - s) * old
-        s = s * old + vals[:, :, :, j] * new
+            ds = (ds - s).mul_(old)
+        s = torch.addcmul(s * old, vals[:, :, :, j], new)
         m = m_new
     # (m, s, ds) now sum each whole chunk, seen from the next chunk's start
 
