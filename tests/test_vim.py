@@ -31,7 +31,10 @@ def test_upstream_parity():
     sd = convert_vim_checkpoint(fx['model'], net)
     missing, unexpected = net.load_state_dict(sd, strict=False)
     assert not unexpected
-    assert all(k.startswith(('fpns.', 'norm')) for k in missing), missing
+    # only our new dense-output parts: the pyramid and the first three output
+    # norms (upstream's final norm_f became norm3)
+    assert all(k.startswith(('fpns.', 'norm0', 'norm1', 'norm2')) for k in missing), missing
+    assert torch.equal(net.norm3.weight, fx['model']['norm_f.weight'])
     with torch.no_grad():
         states = token_states(net, fx['input'])
     for ours, ref in zip(states, fx['states']):
@@ -51,7 +54,8 @@ def test_converter_middle_cls_token_and_grid():
                                   'rope.freqs_cos': torch.zeros(1)}, net)
     assert torch.equal(out['pos_embed'], grid)
     assert torch.equal(out['cls_pos_embed'], cls)
-    assert set(out) == {'pos_embed', 'cls_pos_embed', 'cls_token', 'stages.3.0.mixer.D'}
+    assert set(out) == {'pos_embed', 'cls_pos_embed', 'cls_token', 'stages.3.0.mixer.D',
+                        'norm3.weight'}
     # without a class token in the model both class entries are dropped
     net2 = Vim(arch=FIXTURE_ARCH, pretrain_img_size=64)
     out2 = convert_vim_checkpoint({'pos_embed': pos, 'cls_token': torch.zeros(1, 1, 32)}, net2)
@@ -88,7 +92,7 @@ def test_parameter_counts_match_upstream(arch, upstream_m):
     C = net.embed_dims
     trunk = sum(p.numel() for n, p in net.named_parameters()
                 if not n.startswith(('fpns.', 'norm')))
-    n = trunk + C * 1000 + 1000 + C  # head + final norm
+    n = trunk + C * 1000 + 1000 + C  # head + final RMSNorm
     assert round(n / 1e6) == upstream_m, n
 
 

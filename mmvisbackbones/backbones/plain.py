@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import resize_pos_embed, sfp_branch
+from ..layers import RMSNorm, resize_pos_embed, sfp_branch
 from .base import BaseBackbone
 
 SFP_SCALES = (4, 2, 1, 0.5)  # strides 4, 8, 16, 32 from a stride-16 map
@@ -75,10 +75,12 @@ class PlainBackbone(BaseBackbone):
         trunc_normal_(self.pos_embed, std=0.02)
         self.fpns = nn.ModuleDict(
             {str(i): sfp_branch(embed_dims, SFP_SCALES[i], sfp_norm) for i in self.out_indices})
-        if out_norm != 'ln':
-            raise ValueError(f"{type(self).__name__}: out_norm must be 'ln', got {out_norm!r}")
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(embed_dims))
+        norms = {'ln': nn.LayerNorm, 'rms': RMSNorm}
+        if out_norm not in norms:
+            raise ValueError(f'{type(self).__name__}: out_norm must be one of {sorted(norms)}, '
+                             f'got {out_norm!r}')
+        for i in self.out_indices:  # token-wise norm of each output (the last = final norm)
+            self.add_module(f'norm{i}', norms[out_norm](embed_dims))
 
     # ------------------------------------------------------------ building
     def build_stages(self, make_block, drop_path_rate: float):

@@ -3,7 +3,8 @@
 Faithful to hustvl/Vim's released "bimamba v2" models: 16x16 patch
 embedding, absolute position embedding, an optional class token in the
 middle of the sequence, pre-norm blocks with RMSNorm and a residual stream
-kept in fp32, and a bidirectional Mamba mixer.  The reversed direction has
+kept in fp32, a bidirectional Mamba mixer, and the final RMSNorm (here the
+norm of the last output; every output has its own RMSNorm).  The reversed direction has
 its own conv1d, x_proj, dt_proj, A and D; both outputs are summed (and halved,
 ``if_divide_out``) before out_proj.
 
@@ -172,7 +173,8 @@ class Vim(PlainBackbone):
         a = self.resolve_arch(arch)
         super().__init__(a['embed_dims'], a['depth'], in_channels=in_channels,
                          patch_size=patch_size, pretrain_img_size=pretrain_img_size,
-                         out_indices=out_indices, sfp_norm=sfp_norm, frozen_stages=frozen_stages,
+                         out_indices=out_indices, out_norm='rms', sfp_norm=sfp_norm,
+                         frozen_stages=frozen_stages,
                          norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
         self.arch = a
         self.with_cls_token = with_cls_token
@@ -228,7 +230,7 @@ class Vim(PlainBackbone):
 
 
 _LAYER = re.compile(r'^layers\.(\d+)\.(.*)$')
-_DROP = re.compile(r'^(head\.|norm_f\.|rope\.|fpn\d\.)')
+_DROP = re.compile(r'^(head\.|rope\.|fpn\d\.)')
 
 
 def convert_vim_checkpoint(state_dict: Dict[str, torch.Tensor],
@@ -241,8 +243,9 @@ def convert_vim_checkpoint(state_dict: Dict[str, torch.Tensor],
       ``cls_pos_embed`` (kept only if the model has a class token) -- upstream's
       segmentation code instead drops the *first* entry, which misaligns the
       grid -- and the patch grid is resized to the model's pre-training grid;
-    * the classifier ``head``, the final ``norm_f`` (unused by dense heads)
-      and RoPE buffers are dropped.
+    * the final RMSNorm ``norm_f`` becomes the last output norm ``norm3``
+      (the others start at one); the classifier ``head`` and RoPE buffers
+      are dropped.
     Keys already in our layout pass through.  Needs ``model`` for the depth
     and the grid size.
     """
@@ -270,6 +273,9 @@ def convert_vim_checkpoint(state_dict: Dict[str, torch.Tensor],
                     out['cls_pos_embed'] = v[:, mid:mid + 1]
                 v = torch.cat([v[:, :mid], v[:, mid + 1:]], dim=1)
             out['pos_embed'] = resize_pos_embed(v, (side, side), model.pretrain_grid)
+        elif k.startswith('norm_f.'):
+            if 3 in model.out_indices:
+                out['norm3.' + k[len('norm_f.'):]] = v
         elif k == 'cls_token' and not model.with_cls_token:
             continue
         else:
