@@ -27,15 +27,8 @@ All accumulation is fp32; inputs may be fp32, fp16 or bf16.
 """
 import torch
 
-try:  # triton is optional: the package imports without it
-    import triton
-    import triton.language as tl
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - exercised only without triton
-    triton = tl = None
-    HAS_TRITON = False
+from .._triton import HAS_TRITON, check_triton_inputs, tl, triton
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _TILE_ELEMS = 4096  # BLOCK_D * BLOCK_N * BLOCK_L per program
 
 if HAS_TRITON:
@@ -322,22 +315,6 @@ def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def check_triton_inputs(u, *tensors):
-    if not HAS_TRITON:
-        raise RuntimeError("selective_scan: backend 'triton' needs the `triton` package "
-                           '(pip install triton); use backend="torch" without it')
-    import os
-    if u.device.type != 'cuda' and os.environ.get('TRITON_INTERPRET', '0') != '1':
-        raise RuntimeError(
-            f"selective_scan: backend 'triton' runs on CUDA tensors, got {u.device}; use "
-            "backend='torch' on the CPU (or TRITON_INTERPRET=1 to debug the kernels there)")
-    for name, t in (('u', u), ) + tensors:
-        if t is not None and t.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"selective_scan: backend 'triton' supports float32, float16 and "
-                            f"bfloat16, got `{name}` of dtype {t.dtype}; use backend='torch' "
-                            'for float64')
-
-
 PLAIN, SS2D, BIDIR = 0, 1, 2
 
 
@@ -444,8 +421,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """Triton selective scan; arguments as :func:`selective_scan_naive`."""
     from ._common import check_scan_inputs
     meta = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, out_fp32)
-    check_triton_inputs(u, ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
-                        ('delta_bias', delta_bias))
+    check_triton_inputs('selective_scan', [('u', u), ('delta', delta), ('A', A), ('B', B),
+                                           ('C', C), ('D', D), ('z', z),
+                                           ('delta_bias', delta_bias)])
     # u, delta, z and out/du must share the (Bt, Dm, L) layout used for the grads
     u, delta = u.contiguous(), delta.contiguous()
     z = z.contiguous() if z is not None else None
@@ -459,8 +437,8 @@ def ss2d_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=
     """Fused VMamba SS2D scan; see :func:`mmvisbackbones.ops.ss2d_scan`."""
     Bt, P, H, W = x.shape
     K, L = B.shape[1], H * W
-    check_triton_inputs(x, ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D),
-                        ('delta_bias', delta_bias))
+    check_triton_inputs('ss2d_scan', [('x', x), ('delta', delta), ('A', A), ('B', B), ('C', C),
+                                      ('D', D), ('delta_bias', delta_bias)])
     y, _ = SelectiveScanTritonFn.apply(
         x.reshape(Bt, P, L).contiguous(), delta.reshape(Bt, K * P, L).contiguous(),
         A.contiguous(), B.reshape(Bt, K, -1, L).contiguous(), C.reshape(Bt, K, -1, L).contiguous(),
@@ -471,8 +449,9 @@ def ss2d_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=
 def bidirectional_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                               delta_softplus=True, out_fp32=False):
     """Fused bidirectional scan; see :func:`mmvisbackbones.ops.bidirectional_scan`."""
-    check_triton_inputs(u, ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('z', z),
-                        ('delta_bias', delta_bias))
+    check_triton_inputs('bidirectional_scan', [('u', u), ('delta', delta), ('A', A), ('B', B),
+                                               ('C', C), ('D', D), ('z', z),
+                                               ('delta_bias', delta_bias)])
     out, _ = SelectiveScanTritonFn.apply(
         u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), D,
         z.contiguous() if z is not None else None, delta_bias, bool(delta_softplus),

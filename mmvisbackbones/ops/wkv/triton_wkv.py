@@ -27,21 +27,12 @@ factors applied are ``<= 1``: any sign and size of ``w`` and ``k`` is fine.
 Inputs may be fp32, fp16 or bf16; all math is fp32.
 """
 import contextlib
-import os
 
 import torch
 
+from .._triton import HAS_TRITON, check_triton_inputs as _check, tl, triton
 from ._common import NEG, check_wkv_inputs
 
-try:  # triton is optional: the package imports without it
-    import triton
-    import triton.language as tl
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - exercised only without triton
-    triton = tl = None
-    HAS_TRITON = False
-
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BLOCK_T = 16
 MAX_BLOCK_C = 16  # 16 x 16 x 16 tiles: no register spills on sm_90
 
@@ -240,18 +231,7 @@ if HAS_TRITON:
 
 
 def check_triton_inputs(w, u, k, v):
-    if not HAS_TRITON:
-        raise RuntimeError("bi_wkv: backend 'triton' needs the `triton` package "
-                           "(pip install triton); use backend='torch' without it")
-    if k.device.type != 'cuda' and os.environ.get('TRITON_INTERPRET', '0') != '1':
-        raise RuntimeError(
-            f"bi_wkv: backend 'triton' runs on CUDA tensors, got {k.device}; use "
-            "backend='torch' on the CPU (or TRITON_INTERPRET=1 to debug the kernels there)")
-    for name, t in (('w', w), ('u', u), ('k', k), ('v', v)):
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"bi_wkv: backend 'triton' supports float32, float16 and "
-                            f"bfloat16, got `{name}` of dtype {t.dtype}; use backend='torch' "
-                            'for float64')
+    _check('bi_wkv', [('k', k), ('w', w), ('u', u), ('v', v)])
 
 
 def _grid(B, C):
