@@ -70,6 +70,34 @@ if HAS_TRITON:
         return raw, tl.where(mask, dt, 0.0)
 
     @triton.jit
+    def _tile_params(A_ptr, D_ptr, bias_ptr, d, n, Dm, N, P, s_Ad, s_An, pid_d,
+                     BLOCK_D: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     MODE: tl.constexpr):
+        """What both kernels derive for a tile of channels ``d``: masks, the
+        group g (the whole tile is in one), the output / u channels, A, D and
+        delta_bias.  MODE 1/2: group g is direction g and all directions write
+        (add) one (Bt, P, L) output, channel oc; SS2D (1) also reads one
+        shared u map (uc = oc)."""
+        mask_d = d < Dm
+        mask_n = n < N
+        g = (pid_d * BLOCK_D) // P
+        oc = d
+        if MODE != 0:
+            oc = d - g * P
+        uc = d
+        if MODE == 1:
+            uc = oc
+        A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An,
+                    mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        bias = tl.zeros((BLOCK_D, ), tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.zeros((BLOCK_D, ), tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+        return mask_d, mask_n, g, oc, uc, A, bias, Dv
+
+    @triton.jit
     def _ssm_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         out_ptr, states_ptr, last_ptr,
@@ -86,26 +114,9 @@ if HAS_TRITON:
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         n = tl.arange(0, BLOCK_N)
         j = tl.arange(0, BLOCK_L)
-        mask_d = d < Dm
-        mask_n = n < N
-        g = (pid_d * BLOCK_D) // P  # the whole tile is in one group
-        # MODE 1/2: group g is direction g and all directions write (add) one
-        # (Bt, P, L) output, channel oc; SS2D (1) also reads one shared u map
-        oc = d
-        if MODE != 0:
-            oc = d - g * P
-        uc = d
-        if MODE == 1:
-            uc = oc
-
-        A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An,
-                    mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
-        bias = tl.zeros((BLOCK_D, ), tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
-        Dv = tl.zeros((BLOCK_D, ), tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+        mask_d, mask_n, g, oc, uc, A, bias, Dv = _tile_params(
+            A_ptr, D_ptr, bias_ptr, d, n, Dm, N, P, s_Ad, s_An, pid_d, BLOCK_D, HAS_D, HAS_BIAS,
+            MODE)
 
         u_row = u_ptr + b * s_ub + uc[:, None] * s_ud
         d_row = b * s_db + d[:, None] * s_dd
@@ -164,25 +175,10 @@ if HAS_TRITON:
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         n = tl.arange(0, BLOCK_N)
         j = tl.arange(0, BLOCK_L)
-        mask_d = d < Dm
-        mask_n = n < N
+        mask_d, mask_n, g, oc, uc, A, bias, Dv = _tile_params(
+            A_ptr, D_ptr, bias_ptr, d, n, Dm, N, P, s_Ad, s_An, pid_d, BLOCK_D, HAS_D, HAS_BIAS,
+            MODE)
         mask_dn = mask_d[:, None] & mask_n[None, :]
-        g = (pid_d * BLOCK_D) // P
-        oc = d
-        if MODE != 0:
-            oc = d - g * P
-        uc = d
-        if MODE == 1:
-            uc = oc
-
-        A = tl.load(A_ptr + d[:, None] * s_Ad + n[None, :] * s_An, mask=mask_dn,
-                    other=0.0).to(tl.float32)
-        bias = tl.zeros((BLOCK_D, ), tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
-        Dv = tl.zeros((BLOCK_D, ), tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
 
         u_off = b * s_ub + uc[:, None] * s_ud  # du shares u's strides
         u_row = u_ptr + u_off
