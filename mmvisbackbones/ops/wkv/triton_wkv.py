@@ -93,11 +93,11 @@ if HAS_TRITON:
             m = m_new
 
     @triton.jit
-    def _fwd_kernel(k_ptr, v_ptr, w_ptr, u_ptr, carry_ptr, y_ptr, lse_ptr, T, C, NC,
-                    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, WRITE_LSE: tl.constexpr):
-        pid_c = tl.program_id(0)
-        b = tl.program_id(1).to(tl.int64)
-        cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    def _tile_setup(w_ptr, u_ptr, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+        """What the forward and backward kernels derive for their channel tile:
+        channels and mask, in-chunk positions, the (|t - i| - 1) distances and
+        the diagonal of a chunk, and the tile's w and u."""
+        cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         mask_c = cs < C
         jt = tl.arange(0, BLOCK_T)
         jf = jt.to(tl.float32)[:, None]
@@ -105,6 +105,13 @@ if HAS_TRITON:
         diag = (jt[:, None] == jt[None, :])[:, :, None]
         w = tl.load(w_ptr + cs, mask=mask_c, other=0.0)
         u = tl.load(u_ptr + cs, mask=mask_c, other=0.0)
+        return cs, mask_c, jt, jf, dist, diag, w, u
+
+    @triton.jit
+    def _fwd_kernel(k_ptr, v_ptr, w_ptr, u_ptr, carry_ptr, y_ptr, lse_ptr, T, C, NC,
+                    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, WRITE_LSE: tl.constexpr):
+        b = tl.program_id(1).to(tl.int64)
+        cs, mask_c, jt, jf, dist, diag, w, u = _tile_setup(w_ptr, u_ptr, C, BLOCK_T, BLOCK_C)
         base = b * T * C
         # tokens left of the chunk, seen from the chunk's start
         mL = tl.full((BLOCK_C, ), _NEG, tl.float32)
@@ -153,16 +160,8 @@ if HAS_TRITON:
         """Row i receives from every t != i the weight
         exp(k_i - (|t-i|-1) w - lse_t): the decayed sums of (g, g y) over t
         with log-weights -lse_t (chunk matrix + left and right carries)."""
-        pid_c = tl.program_id(0)
         b = tl.program_id(1).to(tl.int64)
-        cs = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask_c = cs < C
-        jt = tl.arange(0, BLOCK_T)
-        jf = jt.to(tl.float32)[:, None]
-        dist = (tl.abs(jt[:, None] - jt[None, :]) - 1).to(tl.float32)[:, :, None]
-        diag = (jt[:, None] == jt[None, :])[:, :, None]
-        w = tl.load(w_ptr + cs, mask=mask_c, other=0.0)
-        u = tl.load(u_ptr + cs, mask=mask_c, other=0.0)
+        cs, mask_c, jt, jf, dist, diag, w, u = _tile_setup(w_ptr, u_ptr, C, BLOCK_T, BLOCK_C)
         base = b * T * C
         mL = tl.full((BLOCK_C, ), _NEG, tl.float32)
         p1L = tl.zeros((BLOCK_C, ), tl.float32)
