@@ -1,11 +1,11 @@
 from .drop import DropPath, drop_path
 from .linear import Linear2d
-from .mlp import Mlp2d
+from .mlp import Mlp, Mlp2d
 from .norm import LayerNorm2d, RMSNorm, build_norm2d
 from .pos_embed import resize_pos_embed
 from .sfp import sfp_branch
 
 __all__ = [
-    'DropPath', 'drop_path', 'Linear2d', 'Mlp2d', 'LayerNorm2d', 'RMSNorm', 'build_norm2d',
+    'DropPath', 'drop_path', 'Linear2d', 'Mlp', 'Mlp2d', 'LayerNorm2d', 'RMSNorm', 'build_norm2d',
     'resize_pos_embed', 'sfp_branch'
 ]
