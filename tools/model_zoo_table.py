@@ -5,6 +5,12 @@ registry so that it never drifts from the code.
     python tools/model_zoo_table.py            # print
     python tools/model_zoo_table.py --write    # replace the table in README.md
 
+FLOPs are multiply-accumulates of the backbone alone (simple feature
+pyramid of the plain models included, no neck or head) counted by
+``mmvisbackbones.utils.count_flops``: matrix products, convolutions and
+attention from torch's FLOP counter, the scans and WKV by their upstream
+formulas; element-wise work is not counted (fvcore's convention).
+
 The table sits between the markers ``<!-- model-zoo:start -->`` and
 ``<!-- model-zoo:end -->``; tests/test_readme.py fails when it is stale.
 """
@@ -21,8 +27,10 @@ CONSUMERS = 'Mask R-CNN, UperNet, DINO'
 def table() -> str:
     import torch
     from mmvisbackbones import BACKBONES
-    rows = ['| name | type | params (backbone, ours) | upstream (cls model) | strides | channels '
-            '| consumers tested |', '|---|---|---|---|---|---|---|']
+    from mmvisbackbones.utils import count_flops
+    rows = ['| name | type | params (backbone, ours) | upstream (cls model) '
+            '| GFLOPs 224×224 | GFLOPs 1280×800 | strides | channels | consumers tested |',
+            '|---|---|---|---|---|---|---|---|---|']
     for cls_name, cls in BACKBONES.items():
         for arch in cls.arch_zoo:
             if arch == 'test':
@@ -30,8 +38,10 @@ def table() -> str:
             with torch.device('meta'):
                 net = cls(arch=arch)
             n = sum(p.numel() for p in net.parameters()) / 1e6
+            g224, g1280 = (count_flops(net, (1, 3) + hw)['total'] / 1e9
+                           for hw in ((224, 224), (800, 1280)))
             rows.append(f'| `{cls.model_name}_{arch}` | `{cls_name}` | {n:.1f} M | '
-                        f'{cls.upstream_params.get(arch, "—")} | '
+                        f'{cls.upstream_params.get(arch, "—")} | {g224:.1f} | {g1280:.0f} | '
                         f'{"/".join(map(str, net.out_strides))} | '
                         f'{"/".join(map(str, net.out_channels))} | {CONSUMERS} |')
     return '\n'.join(rows)

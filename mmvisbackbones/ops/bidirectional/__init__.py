@@ -14,6 +14,9 @@ Returns ``scan_0 * silu(z) + scan_1 * silu(z)``: (Bt, P, L) in ``u.dtype``
 kernel walking direction 1 backwards -- no flipped copies), ``'torch'``
 (flips + two chunked scans), ``'naive'``.
 """
+import torch
+
+from .._flops import recurrence_op, selective_scan_macs
 from ..selective_scan import resolve_backend, selective_scan
 from .naive import bidirectional_scan_naive, bidirectional_scan_reference
 
@@ -59,8 +62,16 @@ def bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                        delta_softplus=True, out_fp32=False, backend=None):
     _check(u, delta, A, B, C, z)
     name = resolve_backend(backend, u.device)
-    return _BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                           delta_softplus=delta_softplus, out_fp32=out_fp32)
+    Bt, D2, L = u.shape
+    # both directions' scans; the z gate is applied to each direction's output
+    macs = selective_scan_macs(Bt, D2, L, A.shape[-1], D is not None, z is not None)
+    with recurrence_op('selective_scan', macs):
+        if u.is_meta:  # shape-only (FLOP counting, no autograd)
+            fp64 = torch.float64 in (u.dtype, A.dtype)
+            dtype = (torch.float64 if fp64 else torch.float32) if out_fp32 else u.dtype
+            return u.new_empty((Bt, D2 // 2, L), dtype=dtype)
+        return _BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                               delta_softplus=delta_softplus, out_fp32=out_fp32)
 
 
 __all__ = ['bidirectional_scan', 'bidirectional_scan_naive']

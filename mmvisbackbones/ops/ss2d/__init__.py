@@ -21,6 +21,7 @@ Returns the merged (Bt, P, H, W) map in fp32.  Backends (argument, else the
 """
 import torch
 
+from .._flops import recurrence_op, selective_scan_macs
 from ..cross_scan import cross_merge, cross_scan
 from ..selective_scan import resolve_backend, selective_scan
 from .naive import ss2d_scan_naive, to_scan_order_naive
@@ -74,7 +75,13 @@ _BACKENDS = {'naive': ss2d_scan_naive, 'torch': _ss2d_torch, 'triton': _ss2d_tri
 def ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
     _check(x, delta, A, B, C)
     name = resolve_backend(backend, x.device)
-    return _BACKENDS[name](x, delta, A, B, C, D, delta_bias, delta_softplus)
+    Bt, P, H, W = x.shape
+    with recurrence_op('selective_scan', selective_scan_macs(Bt, K * P, H * W, A.shape[-1],
+                                                             D is not None, False)):
+        if x.is_meta:  # shape-only (FLOP counting, no autograd)
+            fp64 = torch.float64 in (x.dtype, delta.dtype, A.dtype)
+            return x.new_empty(x.shape, dtype=torch.float64 if fp64 else torch.float32)
+        return _BACKENDS[name](x, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 __all__ = ['ss2d_scan', 'ss2d_scan_naive', 'to_scan_order', 'to_scan_order_naive']

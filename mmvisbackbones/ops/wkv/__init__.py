@@ -22,6 +22,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from .._flops import recurrence_op, wkv_macs
 from ..selective_scan import HAS_TRITON, resolve_backend as _resolve_scan_backend
 from ._common import check_wkv_inputs
 from .naive import bi_wkv_naive
@@ -84,7 +85,10 @@ def bi_wkv(w, u, k, v, backend: Optional[str] = None):
     meta = check_wkv_inputs(w, u, k, v)
     if meta.batch == 0:  # nothing to launch: the reference copes with it
         name = 'naive'
-    return _BACKENDS[name](w, u, k, v)
+    with recurrence_op('bi_wkv', wkv_macs(*k.shape)):
+        if k.is_meta:  # shape-only (FLOP counting, no autograd)
+            return v.new_empty(v.shape)
+        return _BACKENDS[name](w, u, k, v)
 
 
 __all__ = ['bi_wkv', 'bi_wkv_naive', 'bi_wkv_torch', 'available_backends',
