@@ -98,3 +98,13 @@ def test_vmamba_flops_match_upstream(arch, upstream_gflops):
         net = VMamba(arch=arch)
     gflops = count_flops(net, (1, 3, 224, 224))['total'] / 1e9
     assert gflops == pytest.approx(upstream_gflops, rel=0.02)
+
+
+@pytest.mark.parametrize('device', ['cpu', 'meta'])
+def test_sdpa_counted_on_every_device(device):
+    q = torch.randn(2, 3, 10, 8, device=device)
+    k = torch.randn(2, 3, 7, 8, device=device)
+    v = torch.randn(2, 3, 7, 5, device=device)
+    r = count_flops(Op(lambda _: torch.nn.functional.scaled_dot_product_attention(q, k, v)),
+                    (1, ))
+    assert r['total'] == 2 * 3 * 10 * 7 * (8 + 5), r

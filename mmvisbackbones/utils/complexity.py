@@ -39,14 +39,24 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224))
     device = param.device if param is not None else torch.device('cpu')
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.zeros(tuple(input_shape), device=device, dtype=dtype)
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    # the CPU kernel of scaled_dot_product_attention has no formula in torch's
+    # counter (it would count nothing on CPU tensors): count it like the others
+    def cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    mapping = {}
+    cpu_op = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
+    if cpu_op is not None:
+        mapping[cpu_op] = cpu_sdpa
     recurrences = Counter()
     counters = _counters()
     counters.append(recurrences)
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False, custom_mapping=mapping) as fc:
             model(x)
     finally:
         counters.remove(recurrences)
