@@ -91,3 +91,26 @@ def test_gpu_only_flags_fail_clearly_on_cpu(workspace, flags, msg):
                            __import__('os').environ, RANK='0', WORLD_SIZE='1',
                            MASTER_ADDR='127.0.0.1', MASTER_PORT='29555'))
     assert r.returncode != 0 and msg in r.stderr, r.stderr[-2000:]
+
+
+def test_clean_checkpoint_for_files_with_training_objects(tmp_path):
+    """A released checkpoint holding e.g. an argparse.Namespace is refused by
+    the weights-only loader with a message naming tools/clean_checkpoint.py,
+    which (only with --trust) writes a weights-only copy that loads."""
+    import argparse
+    from mmvisbackbones import build_backbone
+    from mmvisbackbones.utils import load_pretrained
+    net = build_backbone('vmamba_test')
+    src, dst = tmp_path / 'released.pth', tmp_path / 'clean.pth'
+    torch.save({'model': net.state_dict(), 'args': argparse.Namespace(lr=1)}, src)
+    with pytest.raises(RuntimeError, match='clean_checkpoint.py'):
+        load_pretrained(build_backbone('vmamba_test'), str(src))
+    tool = [sys.executable, osp.join(ROOT, 'tools', 'clean_checkpoint.py'), str(src), str(dst)]
+    r = subprocess.run(tool, capture_output=True, text=True)
+    assert r.returncode != 0 and '--trust' in r.stderr and not dst.exists()
+    r = subprocess.run(tool + ['--trust'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    fresh = build_backbone('vmamba_test')
+    load_pretrained(fresh, str(dst))
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v)

@@ -46,7 +46,7 @@ def load_checkpoint_file(path: str) -> dict:
         raise RuntimeError(
             f'checkpoint {path!r} holds Python objects outside the weights-only allow-list, '
             f'so it was not loaded ({e}). If you trust the file, re-save only its tensors: '
-            'torch.save({"state_dict": sd}, "clean.pth").') from e
+            f'python tools/clean_checkpoint.py {path} clean.pth --trust') from e
 
 
 def extract_state_dict(ckpt) -> Dict[str, torch.Tensor]:
