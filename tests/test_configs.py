@@ -18,6 +18,10 @@ FAMILY_CONFIGS = {
     'vmamba': ('vmamba', ('t', 's', 'b'), ['mask-rcnn_vmamba-{a}_fpn_ms-crop-3x_coco.py']),
     'vim': ('vim', ('t', 's'), []),
     'vision_rwkv': ('vrwkv', ('t', 's'), []),
+    'mlla': ('mlla', ('t', 's'), []),
+    'swin': ('swin', ('t', 's'), []),
+    'pvtv2': ('pvtv2', ('b1', 'b2'), []),
+    'biformer': ('biformer', ('t', 's'), []),
 }
 FAMILIES = tuple(FAMILY_CONFIGS)
 CONFIGS = sorted(p for f in FAMILIES for p in glob.glob(osp.join(ROOT, 'configs', f, '*.py'))) \

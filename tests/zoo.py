@@ -10,4 +10,8 @@ ZOO = {
     'VMamba': dict(kwargs=dict(arch='test'), bn=dict(norm_layer='bn')),
     'Vim': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
     'VisionRWKV': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
+    'MLLA': dict(kwargs=dict(arch='test'), bn=dict()),  # BatchNorm in stem/merging
+    'Swin': dict(kwargs=dict(arch='test'), bn=None),
+    'PVTv2': dict(kwargs=dict(arch='test'), bn=None),
+    'BiFormer': dict(kwargs=dict(arch='test'), bn=dict()),  # BatchNorm in stem/downsample
 }

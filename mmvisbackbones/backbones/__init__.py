@@ -1,11 +1,17 @@
 from .base import BaseBackbone
 from .plain import PlainBackbone
+# registration order = the order of the README model table
+from .vmamba import VMamba, convert_vmamba_checkpoint  # noqa: I001
 from .vim import Vim, convert_vim_checkpoint
 from .vision_rwkv import VisionRWKV, convert_vision_rwkv_checkpoint
-from .vmamba import VMamba, convert_vmamba_checkpoint
+from .mlla import MLLA, convert_mlla_checkpoint
+from .swin import Swin, convert_swin_checkpoint
+from .pvtv2 import PVTv2, convert_pvtv2_checkpoint
+from .biformer import BiFormer, convert_biformer_checkpoint
 
 __all__ = [
     'BaseBackbone', 'PlainBackbone', 'VMamba', 'convert_vmamba_checkpoint', 'Vim',
-    'convert_vim_checkpoint', 'VisionRWKV',
-    'convert_vision_rwkv_checkpoint'
+    'convert_vim_checkpoint', 'VisionRWKV', 'convert_vision_rwkv_checkpoint', 'MLLA',
+    'convert_mlla_checkpoint', 'Swin', 'convert_swin_checkpoint', 'PVTv2',
+    'convert_pvtv2_checkpoint', 'BiFormer', 'convert_biformer_checkpoint'
 ]

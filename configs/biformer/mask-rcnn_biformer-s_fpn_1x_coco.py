@@ -1,0 +1,35 @@
+# Mask R-CNN FPN 1x on COCO with BiFormer-S (upstream: 47.8 box AP / 43.2 mask AP).
+# Recipe of upstream's object_detection/configs/coco/maskrcnn.1x.biformer_small.py
+# (UniFormer's): AdamW lr 1e-4, wd 0.05, no decay on norms, 500-iter linear
+# warmup, steps at epochs 8 and 11, 16 images per iteration (8 GPUs x 2);
+# upstream trained with torch AMP (add --amp to tools/train.py).
+# n_win=16 regions per side: upstream's detection setting (1333x800 inputs).
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+
+# ImageNet-1k weights released by rayleizhu/BiFormer (the README's "model" link; upstream's
+# loader saves it as biformer_small_in1k.pth); download it there, nothing is fetched at run time.
+pretrained = 'checkpoints/biformer_small_in1k.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='BiFormer',
+        arch='small',
+        out_indices=(0, 1, 2, 3),
+        n_win=16,
+        drop_path_rate=0.2,  # upstream's maskrcnn.1x.biformer_small.py
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11],
+         gamma=0.1)
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}),
+    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999),
+                   weight_decay=0.05))

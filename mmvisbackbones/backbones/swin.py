@@ -1,0 +1,490 @@
+"""Swin Transformer (Liu et al. 2021) on the common feature contract.
+
+Faithful to the detection/segmentation form of ``microsoft/Swin-Transformer``
+(and mmdet's / mmseg's ``SwinTransformer``): non-overlapping 4x4 patch embed +
+LayerNorm, window attention with a learned relative position bias, every
+second block shifted by ``window_size // 2`` with the -100 attention mask,
+patch merging (2x2 concat -> LayerNorm -> linear 4C -> 2C).  Any input size:
+the image is zero-padded (bottom/right) to a multiple of 4, each block pads
+its normalised input to window multiples and crops back, patch merging pads
+odd maps, so output ``i`` is ``ceil(H / 4 / 2**i)``.  Structure:
+
+    WindowAttention, SwinBlock, PatchMerging, PatchEmbed (blocks)
+    -> SwinStage -> Swin (model) + arch table
+    + convert_swin_checkpoint (official / mmdet / timm key layouts -> ours)
+
+Tokens are channel-last ``(B, H, W, C)`` inside the model (as upstream);
+outputs are NCHW.  Stage ``i >= 1`` *starts* with the patch merging that
+upstream keeps at the end of stage ``i - 1`` (``layers.{i-1}.downsample``),
+so that stage ``i``'s output has stride ``4 * 2**i``.
+"""
+import re
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model.weight_init import trunc_normal_
+
+from ..layers import DropPath, Mlp
+from ..registry import register_backbone
+from .base import BaseBackbone
+
+#: value upstream adds to the logits of token pairs from different sub-windows
+SHIFT_MASK_VALUE = -100.0
+
+
+# ------------------------------------------------------------------ helpers
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """(B, H, W, C) with H, W multiples of ``window_size`` -> (B * nW, ws * ws, C),
+    windows in row-major order within each image."""
+    B, H, W, C = x.shape
+    ws = window_size
+    x = x.view(B, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws * ws, C)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, ws * ws, C) -> (B, H, W, C)."""
+    ws = window_size
+    C = windows.shape[-1]
+    x = windows.view(-1, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, H, W, C)
+
+
+def relative_position_index(window_size: int, device=None) -> torch.Tensor:
+    """(ws*ws, ws*ws) index into the ((2ws-1)^2, nH) bias table: entry (i, j)
+    is ``(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`` for the offset
+    ``(dy, dx) = pos_i - pos_j`` (upstream's layout of the table)."""
+    ws = window_size
+    coords = torch.stack(torch.meshgrid(torch.arange(ws, device=device),
+                                        torch.arange(ws, device=device), indexing='ij'))
+    coords = coords.flatten(1)                                   # 2, N
+    rel = coords[:, :, None] - coords[:, None, :] + (ws - 1)     # 2, N, N in [0, 2ws-2]
+    return rel[0] * (2 * ws - 1) + rel[1]
+
+
+def shifted_window_mask(H: int, W: int, window_size: int, shift_size: int,
+                        device=None) -> torch.Tensor:
+    """(nW, N, N) additive attention mask for the cyclically shifted (padded)
+    ``H x W`` map: 0 for token pairs from the same sub-window, -100 otherwise
+    (upstream's values)."""
+    ws, s = window_size, shift_size
+    region = torch.zeros(1, H, W, 1, device=device)
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+            region[:, hs, wsl, :] = cnt
+            cnt += 1
+    ids = window_partition(region, ws).squeeze(-1)               # nW, N
+    diff = ids[:, None, :] - ids[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, SHIFT_MASK_VALUE)
+
+
+def resize_relative_position_bias_table(table: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Bicubic resize of a ((2w-1)^2, nH) bias table to ``window_size``, as
+    upstream's ``load_pretrained`` and mmdet/mmseg do (align_corners=False;
+    computed in fp32)."""
+    L, nH = table.shape
+    src = int(round(L**0.5))
+    if src * src != L:
+        raise ValueError(f'relative position bias table of shape {tuple(table.shape)} is not '
+                         'a square grid ((2*window-1)^2, num_heads)')
+    dst = 2 * window_size - 1
+    if src == dst:
+        return table
+    grid = table.float().t().reshape(1, nH, src, src)
+    grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
+    return grid.reshape(nH, dst * dst).t().contiguous().to(table.dtype)
+
+
+# ------------------------------------------------------------------- blocks
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside (shifted) windows with a learned
+    relative position bias (W-MSA / SW-MSA)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'Swin: dim {dim} is not divisible by num_heads {num_heads}')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1)**2, num_heads))
+        # derived from window_size: not saved (upstream's checkpoints carry it;
+        # the converter drops it)
+        self.register_buffer('relative_position_index', relative_position_index(window_size),
+                             persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = float(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
+
+    def relative_position_bias(self) -> torch.Tensor:
+        N = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(N, N, self.num_heads).permute(2, 0, 1)   # nH, N, N
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B * nW, N, C) windows; mask: None or (nW, N, N) additive."""
+        B_, N, C = x.shape
+        nH = self.num_heads
+        q, k, v = self.qkv(x).view(B_, N, 3, nH, C // nH).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias().unsqueeze(0)          # 1, nH, N, N
+        if mask is not None:
+            # fold the windows into the head axis so that the (window, head)
+            # bias broadcasts over the batch: (B, nW * nH, N, d)
+            nW = mask.shape[0]
+            bias = (bias + mask.unsqueeze(1).to(bias.dtype)).reshape(1, nW * nH, N, N)
+            q, k, v = (t.reshape(B_ // nW, nW * nH, N, -1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        out = out.reshape(B_, nH, N, -1).transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}'
+
+
+class SwinBlock(nn.Module):
+    """x + DropPath((S)W-MSA(norm1(x))); x + DropPath(MLP(norm2(x))) on
+    (B, H, W, C) tokens of any H, W (padded to window multiples inside)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: bool = False,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2 if shift else 0
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, qk_scale,
+                                    attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None):
+        """x: (B, H, W, C); attn_mask: the (nW, N, N) mask of the padded map,
+        used by shifted blocks only."""
+        B, H, W, C = x.shape
+        ws, s = self.window_size, self.shift_size
+        h = self.norm1(x)
+        pad_b, pad_r = (-H) % ws, (-W) % ws
+        if pad_b or pad_r:  # as upstream: zeros after norm1, attended to unmasked
+            h = F.pad(h, (0, 0, 0, pad_r, 0, pad_b))
+        Hp, Wp = H + pad_b, W + pad_r
+        if s:
+            h = torch.roll(h, shifts=(-s, -s), dims=(1, 2))
+        h = self.attn(window_partition(h, ws), attn_mask if s else None)
+        h = window_reverse(h, ws, Hp, Wp)
+        if s:
+            h = torch.roll(h, shifts=(s, s), dims=(1, 2))
+        if pad_b or pad_r:
+            h = h[:, :H, :W, :]
+        x = x + self.drop_path(h)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat (upstream's x0, x1, x2, x3 order: (0,0),
+    (1,0), (0,1), (1,1) as (row, col) offsets) -> LayerNorm(4C) -> linear
+    4C -> 2C without bias.  Odd maps are zero-padded bottom/right first, so
+    n -> ceil(n / 2)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * in_dim)
+        self.reduction = nn.Linear(4 * in_dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+            H, W = H + H % 2, W + W % 2
+        # (B, h, dr, w, dc, C) -> (B, h, w, dc, dr, C): channel block dc * 2 + dr
+        x = x.view(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5)
+        x = x.reshape(B, H // 2, W // 2, 4 * C)
+        return self.reduction(self.norm(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch_size`` conv + LayerNorm -> (B, H/4, W/4, C)
+    channel-last; the image is zero-padded bottom/right to a multiple of the
+    patch size (as upstream's detection code)."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int = 4, patch_norm: bool = True):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim) if patch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        H, W = x.shape[2:]
+        if H % p or W % p:
+            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class SwinStage(nn.Module):
+    """[PatchMerging] -> SwinBlock x depth (odd blocks shifted).  Stage 0 has
+    no merging.  The shifted-window mask is built once per forward for the
+    padded map size."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, window_size: int,
+                 drop_paths: Sequence[float], downsample: bool, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, drop: float = 0.0,
+                 attn_drop: float = 0.0, with_cp: bool = False):
+        super().__init__()
+        self.window_size = window_size
+        self.downsample = PatchMerging(in_dim, dim) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window_size, shift=j % 2 == 1, mlp_ratio=mlp_ratio,
+                      qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
+                      drop_path=drop_paths[j]) for j in range(depth))
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        mask = None
+        if len(self.blocks) > 1:
+            ws = self.window_size
+            H, W = x.shape[1:3]
+            mask = shifted_window_mask(H + (-H) % ws, W + (-W) % ws, ws, ws // 2, x.device)
+        for blk in self.blocks:
+            if self.with_cp and torch.is_grad_enabled():
+                x = cp.checkpoint(blk, x, mask, use_reentrant=False)
+            else:
+                x = blk(x, mask)
+        return x
+
+
+# -------------------------------------------------------------------- model
+@register_backbone
+class Swin(BaseBackbone):
+    """Swin Transformer backbone for detection and segmentation.
+
+    Not named ``SwinTransformer``: mmdet and mmseg register that name, and
+    inside their scopes their class would shadow this one.
+
+    Args:
+        arch: ``'tiny'``, ``'small'``, ``'base'`` (window 7, ImageNet-1k 224
+            weights), ``'base_384'`` (window 12, for the 384x384 weights
+            ``swin_base_patch4_window12_384*.pth``), ``'test'`` (a tiny arch
+            for unit tests), or a dict with ``depths``, ``dims`` (int: doubled
+            per stage, or a list), ``num_heads`` and optionally
+            ``window_size`` (7), ``drop_path_rate`` (0.1).
+        window_size: overrides the arch's window; a checkpoint trained with
+            another window is loaded with bicubically resized bias tables.
+        drop_path_rate: stochastic depth at the last block, growing linearly
+            from 0 (None: the arch's, upstream's ImageNet value).
+        mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate, patch_norm:
+            as upstream.
+        frozen_stages, norm_eval, with_cp, init_cfg: see :class:`BaseBackbone`.
+            ``frozen_stages=k`` freezes the patch embed and stages ``0..k-1``
+            (stage ``i >= 1`` begins with its patch merging).
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the
+            official classification checkpoints (``model`` key), mmdet/mmseg
+            ``SwinTransformer`` checkpoints (``backbone.`` prefix or bare) and
+            this plugin's.
+    """
+    model_name = 'swin'
+    #: parameter counts upstream reports (classification model, head included)
+    upstream_params = {'tiny': '28M', 'small': '50M', 'base': '88M', 'base_384': '88M'}
+    arch_zoo = {
+        'tiny': dict(depths=(2, 2, 6, 2), dims=96, num_heads=(3, 6, 12, 24), window_size=7,
+                     drop_path_rate=0.2),
+        'small': dict(depths=(2, 2, 18, 2), dims=96, num_heads=(3, 6, 12, 24), window_size=7,
+                      drop_path_rate=0.3),
+        'base': dict(depths=(2, 2, 18, 2), dims=128, num_heads=(4, 8, 16, 32), window_size=7,
+                     drop_path_rate=0.5),
+        'base_384': dict(depths=(2, 2, 18, 2), dims=128, num_heads=(4, 8, 16, 32),
+                         window_size=12, drop_path_rate=0.5),
+        'test': dict(depths=(1, 1, 2, 1), dims=16, num_heads=(1, 1, 2, 2), window_size=7,
+                     drop_path_rate=0.1),
+    }
+    _arch_defaults = dict(window_size=7, drop_path_rate=0.1)
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 window_size: Optional[int] = None,
+                 drop_path_rate: Optional[float] = None,
+                 mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 patch_size: int = 4,
+                 patch_norm: bool = True,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, with_cp=with_cp, in_channels=in_channels,
+                         init_cfg=init_cfg)
+        if isinstance(arch, dict):
+            arch = dict(self._arch_defaults, **arch)
+        a = self.resolve_arch(arch)
+        depths = tuple(a['depths'])
+        dims = a['dims']
+        dims = [int(dims * 2**i) for i in range(len(depths))] if isinstance(dims, int) \
+            else list(dims)
+        heads = list(a['num_heads'])
+        if not len(dims) == len(heads) == len(depths):
+            raise ValueError(f'Swin: {len(depths)} depths, {len(dims)} dims and {len(heads)} '
+                             'num_heads must have the same length')
+        ws = int(a['window_size'] if window_size is None else window_size)
+        if ws < 2:
+            raise ValueError(f'Swin: window_size must be >= 2, got {ws}')
+        self.arch = a
+        self.window_size = ws
+        self.num_features = dims
+        self.strides = [patch_size * 2**i for i in range(len(depths))]
+        self._check_out_indices(len(depths))
+        dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
+        n = sum(depths)  # stochastic depth grows linearly from 0 to dpr_max (torch.linspace)
+        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
+
+        self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size, patch_norm)
+        self.pos_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.stages.append(
+                SwinStage(dims[max(i - 1, 0)], dims[i], depth, heads[i], ws,
+                          dpr[start:start + depth], downsample=i > 0, mlp_ratio=mlp_ratio,
+                          qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                          attn_drop=attn_drop_rate, with_cp=with_cp))
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+
+        self.apply(self._init_module)
+        self._freeze_stages()
+
+    @staticmethod
+    def _init_module(m: nn.Module):
+        # as upstream: trunc_normal(0.02) for linear layers and bias tables,
+        # unit LayerNorm; the patch-embed conv keeps PyTorch's default.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, WindowAttention):
+            trunc_normal_(m.relative_position_bias_table, std=0.02)
+
+    def forward_stages(self, x):
+        x = self.pos_drop(self.patch_embed(x))
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x).permute(0, 3, 1, 2).contiguous())
+        return outs
+
+    @staticmethod
+    def convert_checkpoint(state_dict, model=None):
+        return convert_swin_checkpoint(state_dict, model)
+
+
+# ------------------------------------------------------------- converter
+_DROP = re.compile(r'(^head\.|^norm\.|relative_position_index$|attn_mask$)')
+_BLOCK = re.compile(r'^(?:layers|stages)\.(\d+)\.blocks\.(\d+)\.(.*)$')
+_DOWN = re.compile(r'^(?:layers|stages)\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)$')
+_MMDET_BLOCK_PARTS = [(re.compile(r'^attn\.w_msa\.'), 'attn.'),
+                      (re.compile(r'^ffn\.layers\.0\.0\.'), 'mlp.fc1.'),
+                      (re.compile(r'^ffn\.layers\.1\.'), 'mlp.fc2.')]
+# mmdet/mmseg's PatchMerging gathers the 2x2 neighbourhood with nn.Unfold:
+# channel c * 4 + (dr * 2 + dc).  Upstream (and ours) concatenate x0..x3:
+# channel (dc * 2 + dr) * C + c.  Both position orders are [0, 2, 1, 3] of
+# each other (a self-inverse permutation).
+_UNFOLD_TO_CONCAT = [0, 2, 1, 3]
+
+
+def _unfold_to_concat(t: torch.Tensor) -> torch.Tensor:
+    """Last-axis channels from nn.Unfold's (C, 4) order to upstream's (4, C)."""
+    C4 = t.shape[-1]
+    t = t.reshape(*t.shape[:-1], C4 // 4, 4).transpose(-1, -2)[..., _UNFOLD_TO_CONCAT, :]
+    return t.reshape(*t.shape[:-2], C4)
+
+
+def detect_swin_layout(state_dict: Dict[str, torch.Tensor]) -> str:
+    """``'official'`` (microsoft/Swin-Transformer: ``layers.i``, merging at
+    the end of layer i), ``'timm'`` (``layers.i``, merging at the start of
+    layer i), ``'mmdet'`` (mmdet/mmseg ``SwinTransformer``: ``stages.i``,
+    ``w_msa``, ``ffn``, unfold merging at the end of stage i) or ``'ours'``."""
+    keys = list(state_dict)
+    upstream = any(k.startswith('layers.') for k in keys)
+    mm = any('.attn.w_msa.' in k or '.ffn.layers.' in k or k.startswith('patch_embed.projection.')
+             for k in keys)
+    if upstream and mm:
+        raise ValueError('Swin checkpoint mixes the official (layers.*) and mmdet/mmseg '
+                         '(stages.*.w_msa / ffn) key layouts; cannot convert it')
+    if mm:
+        return 'mmdet'
+    if upstream:
+        down = {int(m.group(1)) for m in map(_DOWN.match, keys) if m}
+        # official: layers 0..n-2 end with a merging; timm: layers 1..n-1 start with one
+        return 'timm' if down and 0 not in down else 'official'
+    return 'ours'
+
+
+def convert_swin_checkpoint(state_dict: Dict[str, torch.Tensor],
+                            model: Optional[nn.Module] = None) -> Dict[str, torch.Tensor]:
+    """Map a Swin checkpoint (prefix already stripped) onto :class:`Swin`'s keys.
+
+    Accepts the official classification checkpoints, mmdet/mmseg
+    ``SwinTransformer`` state dicts (their unfold-ordered patch merging is
+    permuted back to upstream's order), timm's layout, and our own (passed
+    through).  The classifier ``head``, the final classification ``norm``
+    and the derived buffers (``relative_position_index``, ``attn_mask``) are
+    dropped.  With ``model`` given, relative position bias tables of another
+    window size are resized bicubically to the model's.  Pure function.
+    """
+    layout = detect_swin_layout(state_dict)
+    out = {}
+    for key, value in state_dict.items():
+        if _DROP.search(key):
+            continue
+        new = key
+        m = _DOWN.match(key)
+        if m and layout in ('official', 'mmdet'):   # merging ends stage i -> starts i+1
+            stage, part, kind = int(m.group(1)), m.group(2), m.group(3)
+            new = f'stages.{stage + 1}.downsample.{part}.{kind}'
+            if layout == 'mmdet':
+                value = _unfold_to_concat(value)
+        elif m:                                       # timm: already at the start
+            new = f'stages.{m.group(1)}.downsample.{m.group(2)}.{m.group(3)}'
+        elif key.startswith('patch_embed.projection.'):
+            new = 'patch_embed.proj.' + key[len('patch_embed.projection.'):]
+        else:
+            b = _BLOCK.match(key)
+            if b and layout != 'ours':
+                rest = b.group(3)
+                if layout == 'mmdet':
+                    for pattern, repl in _MMDET_BLOCK_PARTS:
+                        rest, n = pattern.subn(repl, rest)
+                        if n:
+                            break
+                new = f'stages.{b.group(1)}.blocks.{b.group(2)}.{rest}'
+        out[new] = value
+    if model is not None:
+        own = model.state_dict()
+        for key, value in out.items():
+            if key.endswith('relative_position_bias_table') and key in own \
+                    and own[key].shape != value.shape and own[key].shape[1] == value.shape[1]:
+                ws = int(round((own[key].shape[0]**0.5 + 1) / 2))
+                out[key] = resize_relative_position_bias_table(value, ws)
+    return out
