@@ -117,6 +117,23 @@ class BaseBackbone(BaseModule):
     def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         raise NotImplementedError
 
+    #: hierarchical models whose stages pass (B, H, W, C) tokens set this
+    channels_last_stages: bool = False
+
+    def stage_outputs(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Run ``self.stages`` on the stem's output ``x`` and return the
+        ``out_indices`` outputs, each through its ``norm{i}``, as contiguous
+        NCHW maps (the loop every hierarchical backbone shares)."""
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                y = getattr(self, f'norm{i}')(x)
+                if self.channels_last_stages:
+                    y = y.permute(0, 3, 1, 2)
+                outs.append(y.contiguous())
+        return outs
+
     # ------------------------------------------------------- freeze / train
     def frozen_modules(self) -> List[nn.Module]:
         """Modules to freeze for ``self.frozen_stages`` (mmdet's convention:

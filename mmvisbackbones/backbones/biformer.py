@@ -37,10 +37,9 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, LayerNorm2d, Mlp
+from ..layers import (DropPath, LayerNorm2d, Mlp, drop_path_schedule, init_linear_and_norm,
+                      run_blocks)
 from ..ops.routed_attention import routed_attention, routed_attention_reference
 from ..ops.routed_attention.chunked import DEFAULT_CHUNK
 from ..registry import register_backbone
@@ -258,11 +257,7 @@ class BiFormerStage(nn.Module):
 
     def forward(self, x):
         x = self.downsample(x)
-        for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+        x = run_blocks(self.blocks, x, with_cp=self.with_cp)
         return x
 
 
@@ -338,15 +333,13 @@ class BiFormer(BaseBackbone):
         self.strides = [4, 8, 16, 32]
         self._check_out_indices(4)
         dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        n = sum(depths)  # linear from 0 to dpr_max, as upstream's torch.linspace
-        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
+        dpr = drop_path_schedule(depths, dpr_max)
 
         self.patch_embed = PatchEmbed(in_channels, dims[0])
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            start = sum(depths[:i])
             self.stages.append(
-                BiFormerStage(dims[max(i - 1, 0)], dims[i], depth, dpr[start:start + depth],
+                BiFormerStage(dims[max(i - 1, 0)], dims[i], depth, dpr[i],
                               downsample=i > 0, with_cp=with_cp, topk=topks[i], n_win=self.n_win,
                               head_dim=a['head_dim'], qk_scale=qk_scale,
                               mlp_ratio=a['mlp_ratio'], side_dwconv=a['side_dwconv'],
@@ -361,22 +354,10 @@ class BiFormer(BaseBackbone):
     @staticmethod
     def _init_module(m: nn.Module):
         # as upstream: trunc_normal(0.02) linear weights, zero biases, unit LayerNorm
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_linear_and_norm(m)
 
     def forward_stages(self, x):
-        x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x).contiguous())
-        return outs
+        return self.stage_outputs(self.patch_embed(x))
 
     @staticmethod
     def convert_checkpoint(state_dict, model=None):

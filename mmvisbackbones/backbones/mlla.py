@@ -35,10 +35,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, Mlp
+from ..layers import DropPath, Mlp, drop_path_schedule, init_linear_and_norm, run_blocks
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -262,11 +260,7 @@ class MLLAStage(nn.Module):
     def forward(self, x):
         if self.downsample is not None:
             x = self.downsample(x)
-        for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+        x = run_blocks(self.blocks, x, with_cp=self.with_cp)
         return x
 
 
@@ -289,6 +283,7 @@ class MLLA(BaseBackbone):
             mmseg checkpoints of upstream or of this plugin.
     """
     model_name = 'mlla'
+    channels_last_stages = True  # (B, H, W, C) tokens between stages
     #: parameter counts upstream reports (classification model, head included)
     upstream_params = {'tiny': '25M', 'small': '43M', 'base': '96M'}
     arch_zoo = {
@@ -330,15 +325,13 @@ class MLLA(BaseBackbone):
         self.strides = [4 * 2**i for i in range(len(depths))]
         self._check_out_indices(len(depths))
         dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        n = sum(depths)  # linear 0 -> dpr_max over all blocks (torch.linspace upstream)
-        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
+        dpr = drop_path_schedule(depths, dpr_max)
 
         self.patch_embed = Stem(in_channels, dims[0])
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            start = sum(depths[:i])
             self.stages.append(
-                MLLAStage(dims[max(i - 1, 0)], dims[i], depth, heads[i], dpr[start:start + depth],
+                MLLAStage(dims[max(i - 1, 0)], dims[i], depth, heads[i], dpr[i],
                           downsample=i > 0, mlp_ratio=float(a['mlp_ratio']),
                           qkv_bias=bool(a['qkv_bias']), with_cp=with_cp))
         for i in self.out_indices:
@@ -351,22 +344,10 @@ class MLLA(BaseBackbone):
     def _init_module(m: nn.Module):
         # as upstream: trunc_normal(0.02) linear weights, zero biases, unit
         # LayerNorm; convolutions and BatchNorm keep PyTorch's defaults.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_linear_and_norm(m)
 
     def forward_stages(self, x):
-        x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x).permute(0, 3, 1, 2).contiguous())
-        return outs
+        return self.stage_outputs(self.patch_embed(x))
 
     @staticmethod
     def convert_checkpoint(state_dict, model=None):

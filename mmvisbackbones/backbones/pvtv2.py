@@ -35,10 +35,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, Mlp
+from ..layers import DropPath, Mlp, drop_path_schedule, init_linear_and_norm, run_blocks
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -189,11 +187,7 @@ class PVTv2Stage(nn.Module):
         else:
             hw = (x.shape[2], x.shape[3])
             x = x.flatten(2).transpose(1, 2)
-        for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(blk, x, hw, use_reentrant=False)
-            else:
-                x = blk(x, hw)
+        x = run_blocks(self.blocks, x, hw, with_cp=self.with_cp)
         return _tokens_to_map(self.norm(x), hw).contiguous()
 
 
@@ -289,16 +283,14 @@ class PVTv2(BaseBackbone):
         self.strides = [4 * 2**i for i in range(n_st)]
         self._check_out_indices(n_st)
         dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        n = sum(depths)  # stochastic depth grows linearly from 0 to dpr_max (torch.linspace)
-        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
+        dpr = drop_path_schedule(depths, dpr_max)
 
         self.patch_embed = _Stem(in_channels, dims[0])
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            start = sum(depths[:i])
             self.stages.append(
                 PVTv2Stage(dims[max(i - 1, 0)], dims[i], depth, a['num_heads'][i],
-                           a['mlp_ratios'][i], a['sr_ratios'][i], dpr[start:start + depth],
+                           a['mlp_ratios'][i], a['sr_ratios'][i], dpr[i],
                            downsample=i > 0, linear=a['linear'], qkv_bias=qkv_bias,
                            drop=drop_rate, attn_drop=attn_drop_rate, with_cp=with_cp))
 
@@ -309,14 +301,8 @@ class PVTv2(BaseBackbone):
     def _init_module(m: nn.Module):
         # upstream's _init_weights: trunc_normal(0.02) linears, unit LayerNorms,
         # conv weights N(0, sqrt(2 / fan_out)) with fan_out = k*k*out/groups
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        init_linear_and_norm(m)
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             nn.init.normal_(m.weight, 0.0, (2.0 / fan_out)**0.5)
             if m.bias is not None:

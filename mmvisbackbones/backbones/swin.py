@@ -24,10 +24,9 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, Mlp
+from ..layers import DropPath, Mlp, drop_path_schedule, init_linear_and_norm, run_blocks
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -258,11 +257,7 @@ class SwinStage(nn.Module):
             ws = self.window_size
             H, W = x.shape[1:3]
             mask = shifted_window_mask(H + (-H) % ws, W + (-W) % ws, ws, ws // 2, x.device)
-        for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(blk, x, mask, use_reentrant=False)
-            else:
-                x = blk(x, mask)
+        x = run_blocks(self.blocks, x, mask, with_cp=self.with_cp)
         return x
 
 
@@ -296,6 +291,7 @@ class Swin(BaseBackbone):
             this plugin's.
     """
     model_name = 'swin'
+    channels_last_stages = True  # (B, H, W, C) tokens between stages
     #: parameter counts upstream reports (classification model, head included)
     upstream_params = {'tiny': '28M', 'small': '50M', 'base': '88M', 'base_384': '88M'}
     arch_zoo = {
@@ -352,17 +348,15 @@ class Swin(BaseBackbone):
         self.strides = [patch_size * 2**i for i in range(len(depths))]
         self._check_out_indices(len(depths))
         dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        n = sum(depths)  # stochastic depth grows linearly from 0 to dpr_max (torch.linspace)
-        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
+        dpr = drop_path_schedule(depths, dpr_max)
 
         self.patch_embed = PatchEmbed(in_channels, dims[0], patch_size, patch_norm)
         self.pos_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            start = sum(depths[:i])
             self.stages.append(
                 SwinStage(dims[max(i - 1, 0)], dims[i], depth, heads[i], ws,
-                          dpr[start:start + depth], downsample=i > 0, mlp_ratio=mlp_ratio,
+                          dpr[i], downsample=i > 0, mlp_ratio=mlp_ratio,
                           qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                           attn_drop=attn_drop_rate, with_cp=with_cp))
         for i in self.out_indices:
@@ -375,24 +369,12 @@ class Swin(BaseBackbone):
     def _init_module(m: nn.Module):
         # as upstream: trunc_normal(0.02) for linear layers and bias tables,
         # unit LayerNorm; the patch-embed conv keeps PyTorch's default.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, WindowAttention):
+        init_linear_and_norm(m)
+        if isinstance(m, WindowAttention):
             trunc_normal_(m.relative_position_bias_table, std=0.02)
 
     def forward_stages(self, x):
-        x = self.pos_drop(self.patch_embed(x))
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x).permute(0, 3, 1, 2).contiguous())
-        return outs
+        return self.stage_outputs(self.pos_drop(self.patch_embed(x)))
 
     @staticmethod
     def convert_checkpoint(state_dict, model=None):

@@ -19,10 +19,9 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, Linear2d, Mlp2d, build_norm2d
+from ..layers import (DropPath, Linear2d, Mlp2d, build_norm2d, drop_path_schedule,
+                      init_linear_and_norm, run_blocks)
 from ..ops import ss2d_scan
 from ..registry import register_backbone
 from .base import BaseBackbone
@@ -168,11 +167,7 @@ class VSSStage(nn.Module):
 
     def forward(self, x):
         x = self.downsample(x)
-        for blk in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+        x = run_blocks(self.blocks, x, with_cp=self.with_cp)
         return x
 
 
@@ -235,17 +230,15 @@ class VMamba(BaseBackbone):
         self.strides = [4 * 2**i for i in range(len(depths))]
         self._check_out_indices(len(depths))
         dpr_max = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
-        n = sum(depths)  # stochastic depth grows linearly from 0 to dpr_max
-        dpr = [dpr_max * i / max(n - 1, 1) for i in range(n)]
+        dpr = drop_path_schedule(depths, dpr_max)
         ssm_cfg = dict(d_state=a['d_state'], ssm_ratio=a['ssm_ratio'], dt_rank=dt_rank,
                        d_conv=d_conv, conv_bias=conv_bias)
 
         self.patch_embed = PatchEmbed(in_channels, dims[0], norm_layer)
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            start = sum(depths[:i])
             self.stages.append(
-                VSSStage(dims[max(i - 1, 0)], dims[i], depth, dpr[start:start + depth],
+                VSSStage(dims[max(i - 1, 0)], dims[i], depth, dpr[i],
                          downsample=i > 0, norm=norm_layer, mlp_ratio=a['mlp_ratio'],
                          ssm_cfg=ssm_cfg, with_cp=with_cp))
         for i in self.out_indices:
@@ -258,22 +251,10 @@ class VMamba(BaseBackbone):
     def _init_module(m: nn.Module):
         # as upstream: trunc_normal(0.02) for linear layers, unit LayerNorm;
         # the SSM parameters keep SS2D.reset_ssm_parameters' values.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        init_linear_and_norm(m)
 
     def forward_stages(self, x):
-        x = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x).contiguous())
-        return outs
+        return self.stage_outputs(self.patch_embed(x))
 
     @staticmethod
     def convert_checkpoint(state_dict, model=None):
