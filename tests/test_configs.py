@@ -77,12 +77,21 @@ def test_config_channels_consistent(path):
     assert cfg.model.backbone.init_cfg.checkpoint.startswith('checkpoints/')
 
 
-def test_real_maskrcnn_builds_and_names_missing_pretrained(tmp_path, monkeypatch):
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_real_config_builds_and_names_missing_pretrained(path, tmp_path, monkeypatch):
+    """The whole detector / segmentor and its optimizer (paramwise_cfg
+    included) build from the real config; without the released weights,
+    init_weights stops with an error naming the file."""
+    from mmengine.optim import build_optim_wrapper
     monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'vmamba_maskrcnn.py'))
-    model = build_in_scope(cfg, 'maskrcnn')
-    assert type(model.backbone).__name__ == 'VMamba'
-    with pytest.raises(FileNotFoundError, match='vssm1_tiny_0230s_ckpt_epoch_264.pth'):
+    cfg = Config.fromfile(path)
+    kind = 'upernet' if 'upernet' in path else 'dino' if 'dino' in path else 'maskrcnn'
+    model = build_in_scope(cfg, kind)
+    assert type(model.backbone).__name__ == cfg.model.backbone.type
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    n_opt = sum(p.numel() for g in wrapper.optimizer.param_groups for p in g['params'])
+    assert n_opt == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with pytest.raises(FileNotFoundError, match=osp.basename(cfg.model.backbone.init_cfg.checkpoint)):
         model.init_weights()
 
 
