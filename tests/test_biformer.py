@@ -148,6 +148,7 @@ def test_parameter_counts_match_upstream(arch, upstream_m):
     C = net.num_features[-1]
     total = trunk + 2 * C + C * 1000 + 1000
     assert abs(total / 1e6 - upstream_m) < 0.05, total
+    assert BiFormer.classification_params(arch) == total  # what the README table shows
 
 
 @pytest.mark.parametrize('arch,upstream_g', [('tiny', 2.2), ('small', 4.5), ('base', 9.8)])

@@ -246,6 +246,7 @@ def test_parameter_counts_match_upstream(arch):
     c = net.num_features[-1]
     n = sum(p.numel() for p in net.parameters()) + c * 1000 + 1000
     assert n == UPSTREAM_CODE_PARAMS[arch]
+    assert MLLA.classification_params(arch) == n  # what the README table shows
     published = float(MLLA.upstream_params[arch].rstrip('M'))
     if arch == 'tiny':
         assert abs(n / 1e6 - published) < 0.65

@@ -375,6 +375,7 @@ def test_parameter_counts_match_upstream(arch, upstream_m):
     c = net.num_features[-1]
     n = sum(p.numel() for p in net.parameters()) + (c * 1000 + 1000)
     assert round(n / 1e6, 1) == upstream_m, n
+    assert PVTv2.classification_params(arch) == n  # what the README table shows
     assert PVTv2.upstream_params[arch] == f'{upstream_m}M'
 
 

@@ -94,6 +94,7 @@ def test_parameter_counts_match_upstream(arch, upstream_m):
                 if not n.startswith(('fpns.', 'norm')))
     n = trunk + C * 1000 + 1000 + C  # head + final RMSNorm
     assert round(n / 1e6) == upstream_m, n
+    assert Vim.classification_params(arch) == n  # what the README table shows
 
 
 def test_cls_token_variant_runs_at_odd_sizes():

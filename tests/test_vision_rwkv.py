@@ -78,6 +78,7 @@ def test_parameter_counts_match_upstream(arch, upstream_m):
     trunk = sum(p.numel() for n, p in net.named_parameters() if not n.startswith('fpns.'))
     head = C * 1000 + 1000 if net.depth <= 12 else C * 3072 + 3072 + 3072 * 1000 + 1000
     assert abs((trunk + head) / 1e6 - upstream_m) <= 0.06, trunk + head
+    assert VisionRWKV.classification_params(arch) == trunk + head  # the README table's
 
 
 def test_long_sequences_run():

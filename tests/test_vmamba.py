@@ -87,6 +87,7 @@ def test_parameter_counts_match_upstream(arch, upstream_m):
     c = net.num_features[-1]
     n = sum(p.numel() for p in net.parameters()) + (c * 1000 + 1000)  # head; norm3 = cls norm
     assert round(n / 1e6) == upstream_m, n
+    assert VMamba.classification_params(arch) == n  # what the README table shows
 
 
 def test_loads_mmdet_checkpoint_of_this_plugin(tmp_path):

@@ -32,6 +32,11 @@ class BaseBackbone(BaseModule):
     #: arch -> parameter count the upstream project reports (for the README)
     upstream_params: Dict[str, str] = {}
     min_input_size: int = 32
+    #: parameters of ours that upstream's classification model lacks
+    #: (dense-prediction additions such as a simple feature pyramid)
+    dense_only_prefixes: Tuple[str, ...] = ()
+    #: build kwargs that make ours match upstream's classification model
+    classification_kwargs: Dict = {}
 
     def __init__(self,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
@@ -170,6 +175,29 @@ class BaseBackbone(BaseModule):
                 if isinstance(m, (_BatchNorm, nn.SyncBatchNorm)):
                     m.eval()
         return self
+
+    # ----------------------------------------------------------- counting
+    @classmethod
+    def classification_head_params(cls, channels: int, arch: dict) -> int:
+        """Parameters of upstream's classification head on ``channels``
+        features: one linear layer to 1000 classes unless a family says
+        otherwise."""
+        return channels * 1000 + 1000
+
+    @classmethod
+    def classification_params(cls, arch: str) -> int:
+        """Our parameter count as upstream counts its classification model:
+        the trunk with the last output norm standing in for upstream's final
+        norm, without our dense-only parts, plus upstream's head.  Compared
+        with the published figures in the README table and the tests."""
+        with torch.device('meta'):
+            probe = cls(arch=arch)
+            last = len(probe.num_features) - 1
+            net = cls(arch=arch, out_indices=(last, ), **cls.classification_kwargs)
+        trunk = sum(p.numel() for n, p in net.named_parameters()
+                    if not n.startswith(cls.dense_only_prefixes or ('\0', )))
+        return trunk + cls.classification_head_params(net.num_features[last],
+                                                       cls.resolve_arch(arch))
 
     # ------------------------------------------------------------ weights
     @staticmethod

@@ -147,6 +147,10 @@ class Vim(PlainBackbone):
     """
     model_name = 'vim'
     upstream_params = {'tiny': '7M', 'small': '26M', 'base': '98M'}
+    # upstream's classification model: middle class token, no pyramid; its
+    # final norm_f is our norm3
+    dense_only_prefixes = ('fpns.', )
+    classification_kwargs = dict(with_cls_token=True)
     arch_zoo = {
         'tiny': dict(embed_dims=192, depth=24, d_state=16, expand=2, drop_path_rate=0.1),
         'small': dict(embed_dims=384, depth=24, d_state=16, expand=2, drop_path_rate=0.1),

@@ -164,6 +164,15 @@ class VisionRWKV(PlainBackbone):
     """
     model_name = 'vrwkv'
     upstream_params = {'tiny': '6.2M', 'small': '23.8M', 'base': '93.7M', 'large': '334.9M'}
+    dense_only_prefixes = ('fpns.', )  # upstream's final norm ln1 is our norm3
+
+    @classmethod
+    def classification_head_params(cls, channels, arch):
+        # models deeper than 12 layers use an MLP head upstream:
+        # Linear(C, 3072) -> Tanh -> Linear(3072, 1000)
+        if arch['depth'] <= 12:
+            return channels * 1000 + 1000
+        return channels * 3072 + 3072 + 3072 * 1000 + 1000
     arch_zoo = {
         'tiny': dict(embed_dims=192, depth=12, post_norm=False, init_values=None,
                      key_norm=False, drop_path_rate=0.1),
