@@ -64,11 +64,15 @@ def test_ss2d_counts_its_inner_scan_once(device):
     assert r['by_op'] == {'selective_scan': Bt * H * W * 4 * P * (9 * N + 1)}
 
 
-@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_meta_path_matches_real_shapes_and_dtypes(dtype):
+@pytest.mark.parametrize('bc_dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float64])
+def test_meta_path_matches_real_shapes_and_dtypes(dtype, bc_dtype):
+    # bc_dtype: a float64 B/C alone makes the ops compute (and return fp32
+    # results) in float64; the meta path must say the same
 
     def run(device):
-        a = {k: (v.to(dtype) if k in ('u', 'delta', 'z') else v)
+        a = {k: (v.to(dtype) if k in ('u', 'delta', 'z') else
+                 v.to(bc_dtype) if k in ('B', 'C') else v)
              for k, v in _scan_inputs(device, D=8, G=2).items()}
         outs = [*selective_scan(**a, return_last_state=True),
                 selective_scan(**a, out_fp32=True)]
@@ -78,8 +82,8 @@ def test_meta_path_matches_real_shapes_and_dtypes(dtype):
         x = a['u'][:, :2, :9].reshape(2, 2, 3, 3)
         outs.append(ss2d_scan(x, torch.zeros(2, 8, 3, 3, device=device, dtype=dtype),
                               -torch.ones(8, 3, device=device),
-                              torch.zeros(2, 4, 3, 3, 3, device=device),
-                              torch.zeros(2, 4, 3, 3, 3, device=device)))
+                              torch.zeros(2, 4, 3, 3, 3, device=device, dtype=bc_dtype),
+                              torch.zeros(2, 4, 3, 3, 3, device=device, dtype=bc_dtype)))
         k = a['u'].transpose(1, 2)
         outs.append(bi_wkv(torch.ones(8, device=device), torch.ones(8, device=device), k, k))
         return outs

@@ -6,5 +6,5 @@ from .selective_scan import selective_scan
 from .ss2d import ss2d_scan
 from .wkv import bi_wkv
 
-__all__ = ['selective_scan', 'cross_scan', 'cross_merge', 'ss2d_scan', 'bidirectional_scan', 'bi_wkv',
-           'routed_attention', 'routed_attention_reference']
+__all__ = ['selective_scan', 'cross_scan', 'cross_merge', 'ss2d_scan', 'bidirectional_scan',
+           'bi_wkv', 'routed_attention', 'routed_attention_reference']

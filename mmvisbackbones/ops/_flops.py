@@ -1,7 +1,9 @@
 """The hook through which the recurrence ops report their FLOPs to
 :func:`mmvisbackbones.utils.complexity.count_flops` (formulas there)."""
 import threading
+from collections import Counter
 from contextlib import contextmanager
+from typing import Callable, Iterator
 
 _STATE = threading.local()
 
@@ -13,19 +15,36 @@ def _counters() -> list:
 
 
 @contextmanager
-def recurrence_op(name: str, macs: int):
-    """Wrap the body of a public recurrence op: report ``macs`` to the active
-    counters once (an op that calls another op inside, e.g. ``ss2d_scan``
-    over ``selective_scan``, is counted by the outer one only)."""
+def count_recurrences() -> Iterator[Counter]:
+    """Collect the MACs the recurrence ops report while the block runs, in the
+    yielded ``Counter`` (op name -> MACs)."""
+    counter = Counter()
     counters = _counters()
-    if counters and _STATE.depth == 0:
-        for c in counters:
-            c[name] += int(macs)
+    counters.append(counter)
+    try:
+        yield counter
+    finally:
+        counters.remove(counter)
+
+
+@contextmanager
+def recurrence_op(name: str, macs: Callable[[], int]):
+    """Wrap the body of a public recurrence op.  When a counter is active and
+    the op returns, ``macs()`` is reported to it, once: an op that calls
+    another op inside (``ss2d_scan`` over ``selective_scan``) is counted by
+    the outer one only.  ``macs`` is only called then, on inputs the op has
+    validated."""
+    counters = _counters()
+    outer = _STATE.depth == 0
     _STATE.depth += 1
     try:
         yield
     finally:
         _STATE.depth -= 1
+    if counters and outer:
+        n = int(macs())
+        for c in counters:
+            c[name] += n
 
 
 def selective_scan_macs(batch: int, dim: int, length: int, d_state: int, with_d: bool,

@@ -64,12 +64,10 @@ def bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     name = resolve_backend(backend, u.device)
     Bt, D2, L = u.shape
     # both directions' scans; the z gate is applied to each direction's output
-    macs = selective_scan_macs(Bt, D2, L, A.shape[-1], D is not None, z is not None)
-    with recurrence_op('selective_scan', macs):
+    with recurrence_op('selective_scan', lambda: selective_scan_macs(
+            Bt, D2, L, A.shape[-1], D is not None, z is not None)):
         if u.is_meta:  # shape-only (FLOP counting, no autograd)
-            fp64 = torch.float64 in (u.dtype, A.dtype)
-            dtype = (torch.float64 if fp64 else torch.float32) if out_fp32 else u.dtype
-            return u.new_empty((Bt, D2 // 2, L), dtype=dtype)
+            return u.new_empty((Bt, D2 // 2, L), dtype=torch.float32 if out_fp32 else u.dtype)
         return _BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                delta_softplus=delta_softplus, out_fp32=out_fp32)
 

@@ -25,6 +25,8 @@ import contextlib
 import torch
 from torch.autograd.function import once_differentiable
 
+from .._common import compute_dtype
+
 #: routed regions gathered per step by default: 1 gives the least memory and was
 #: as fast as 4 or faster on CPU; larger chunks give larger matmuls (GPU: to be
 #: measured, see BENCHMARKS.md).
@@ -51,14 +53,9 @@ def _to_regions(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.view(B, R, h, n, nT // n, c).transpose(2, 3).reshape(B * R * n, h, nT // n, c)
 
 
-def _acc_dtype(dt: torch.dtype) -> torch.dtype:
-    """fp32 statistics and accumulators for fp32/fp16/bf16 inputs, fp64 for fp64."""
-    return torch.promote_types(dt, torch.float32)
-
-
 def _forward(q, k, v, flat, scale, chunk):
     B, R, h, T, d = q.shape
-    f32 = _acc_dtype(q.dtype)
+    f32 = compute_dtype(q)
     dv = v.shape[-1]
     K = flat.shape[-1]
     kf, vf = k.view(B * R, h, T, d), v.view(B * R, h, T, dv)
@@ -85,7 +82,7 @@ def _backward(q, k, v, flat, out, lse, dout, scale, chunk, need_q, need_k, need_
     dv_dim = v.shape[-1]
     K = flat.shape[-1]
     dt = q.dtype
-    f32 = _acc_dtype(dt)
+    f32 = compute_dtype(q)
     kf, vf = k.view(B * R, h, T, d), v.view(B * R, h, T, dv_dim)
     dout = dout.contiguous().to(dt)
     delta = (dout.to(f32) * out.to(f32)).sum(dim=-1, keepdim=True)  # rowsum(dO * O)

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 
 from .._flops import recurrence_op, selective_scan_macs
+from ._common import check_scan_inputs
 
 from .chunked import (DEFAULT_CHUNK_SIZE, default_chunk_size,
                       selective_scan_chunked)
@@ -127,24 +128,23 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """
     device = u.device if isinstance(u, torch.Tensor) else None
     name = resolve_backend(backend, device)
-    macs = 0
-    if isinstance(u, torch.Tensor) and u.dim() == 3 and isinstance(A, torch.Tensor):
-        macs = selective_scan_macs(u.shape[0], u.shape[1], u.shape[2], A.shape[-1],
-                                   D is not None, z is not None)
-    with recurrence_op('selective_scan', macs):
+    with recurrence_op('selective_scan', lambda: selective_scan_macs(
+            *u.shape, A.shape[-1], D is not None, z is not None)):
         if device is not None and device.type == 'meta':
-            return _meta_result(u, A, return_last_state, out_fp32)
+            return _meta_result(u, delta, A, B, C, D, z, delta_bias, return_last_state,
+                                out_fp32)
         return _BACKENDS[name].fn(u, delta, A, B, C, D, z, delta_bias,
                                   delta_softplus, return_last_state, out_fp32,
                                   chunk_size)
 
 
-def _meta_result(u, A, return_last_state, out_fp32):
-    """Shape-only result for ``meta`` tensors (FLOP counting, no autograd)."""
-    compute = torch.float64 if torch.float64 in (u.dtype, A.dtype) else torch.float32
-    out = u.new_empty(u.shape, dtype=compute if out_fp32 else u.dtype)
+def _meta_result(u, delta, A, B, C, D, z, delta_bias, return_last_state, out_fp32):
+    """Shape-only result for ``meta`` tensors (FLOP counting, no autograd),
+    after the same input checks as the backends."""
+    meta = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, out_fp32)
+    out = u.new_empty(u.shape, dtype=meta.out_dtype)
     if return_last_state:
-        return out, u.new_empty((u.shape[0], u.shape[1], A.shape[-1]), dtype=compute)
+        return out, u.new_empty((meta.batch, meta.dim, meta.d_state), dtype=meta.compute_dtype)
     return out
 
 

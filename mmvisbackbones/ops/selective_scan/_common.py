@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from .._common import compute_dtype
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -130,11 +132,8 @@ def check_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                              f'`u` is on {u.device}; all inputs must be on the '
                              f'same device')
 
-    compute_dtype = (torch.float64
-                     if any(t.dtype == torch.float64 for _, t in given) else
-                     torch.float32)
     out_dtype = torch.float32 if out_fp32 else u.dtype
-    return ScanMeta(Bt, Dm, L, N, groups[0], compute_dtype, out_dtype,
+    return ScanMeta(Bt, Dm, L, N, groups[0], compute_dtype(*(t for _, t in given)), out_dtype,
                     normalized[0], normalized[1])
 
 

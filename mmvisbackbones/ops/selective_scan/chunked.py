@@ -26,6 +26,7 @@ saved states -- never ``O(Bt * Dm * L * N)`` for the whole sequence.
 import torch
 import torch.nn.functional as F
 
+from .._common import compute_dtype
 from ._common import check_chunk_size, check_scan_inputs
 
 DEFAULT_CHUNK_SIZE = 128
@@ -97,10 +98,7 @@ class SelectiveScanChunkedFn(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                 out_fp32, chunk_size):
         ctx.set_materialize_grads(False)
-        tensors = (u, delta, A, B, C, D, z, delta_bias)
-        cd = (torch.float64
-              if any(t is not None and t.dtype == torch.float64
-                     for t in tensors) else torch.float32)
+        cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         out_dtype = torch.float32 if out_fp32 else u.dtype
         Bt, Dm, L = u.shape
         G, N = B.shape[1], A.shape[1]

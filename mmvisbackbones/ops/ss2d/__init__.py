@@ -76,11 +76,10 @@ def ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, b
     _check(x, delta, A, B, C)
     name = resolve_backend(backend, x.device)
     Bt, P, H, W = x.shape
-    with recurrence_op('selective_scan', selective_scan_macs(Bt, K * P, H * W, A.shape[-1],
-                                                             D is not None, False)):
-        if x.is_meta:  # shape-only (FLOP counting, no autograd)
-            fp64 = torch.float64 in (x.dtype, delta.dtype, A.dtype)
-            return x.new_empty(x.shape, dtype=torch.float64 if fp64 else torch.float32)
+    with recurrence_op('selective_scan', lambda: selective_scan_macs(
+            Bt, K * P, H * W, A.shape[-1], D is not None, False)):
+        if x.is_meta:  # shape-only (FLOP counting, no autograd); the merged scan is fp32
+            return x.new_empty(x.shape, dtype=torch.float32)
         return _BACKENDS[name](x, delta, A, B, C, D, delta_bias, delta_softplus)
 
 

@@ -85,7 +85,7 @@ def bi_wkv(w, u, k, v, backend: Optional[str] = None):
     meta = check_wkv_inputs(w, u, k, v)
     if meta.batch == 0:  # nothing to launch: the reference copes with it
         name = 'naive'
-    with recurrence_op('bi_wkv', wkv_macs(*k.shape)):
+    with recurrence_op('bi_wkv', lambda: wkv_macs(*k.shape)):
         if k.is_meta:  # shape-only (FLOP counting, no autograd)
             return v.new_empty(v.shape)
         return _BACKENDS[name](w, u, k, v)

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from .._common import compute_dtype
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Exponent of an empty running sum: finite (not -inf) so that differences of
@@ -63,6 +65,4 @@ def check_wkv_inputs(w, u, k, v) -> WKVMeta:
         if t.device != k.device:
             raise ValueError(f'bi_wkv: `{name}` is on {t.device} but `k` is on '
                              f'{k.device}; all inputs must be on one device')
-    cd = (torch.float64 if any(t.dtype == torch.float64 for t in (w, u, k, v))
-          else torch.float32)
-    return WKVMeta(B, T, C, cd, v.dtype)
+    return WKVMeta(B, T, C, compute_dtype(w, u, k, v), v.dtype)
