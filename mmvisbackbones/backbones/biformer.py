@@ -38,8 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, LayerNorm2d, Mlp, drop_path_schedule, init_linear_and_norm,
-                      run_blocks)
+from ..layers import DropPath, LayerNorm2d, Mlp, Stage, drop_path_schedule, init_linear_and_norm
 from ..ops.routed_attention import routed_attention, routed_attention_reference
 from ..ops.routed_attention.chunked import DEFAULT_CHUNK
 from ..registry import register_backbone
@@ -244,23 +243,6 @@ class Downsample(nn.Module):
         return self.norm(self.conv(x))
 
 
-class BiFormerStage(nn.Module):
-    """[Downsample] -> BiFormerBlock x depth.  Stage 0 has no downsample."""
-
-    def __init__(self, in_dim: int, dim: int, depth: int, drop_paths: Sequence[float],
-                 downsample: bool, with_cp: bool = False, **block_cfg):
-        super().__init__()
-        self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(
-            BiFormerBlock(dim, drop_paths[j], **block_cfg) for j in range(depth))
-        self.with_cp = with_cp
-
-    def forward(self, x):
-        x = self.downsample(x)
-        x = run_blocks(self.blocks, x, with_cp=self.with_cp)
-        return x
-
-
 @register_backbone
 class BiFormer(BaseBackbone):
     """BiFormer backbone for detection and segmentation.
@@ -338,13 +320,15 @@ class BiFormer(BaseBackbone):
         self.patch_embed = PatchEmbed(in_channels, dims[0])
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            self.stages.append(
-                BiFormerStage(dims[max(i - 1, 0)], dims[i], depth, dpr[i],
-                              downsample=i > 0, with_cp=with_cp, topk=topks[i], n_win=self.n_win,
-                              head_dim=a['head_dim'], qk_scale=qk_scale,
-                              mlp_ratio=a['mlp_ratio'], side_dwconv=a['side_dwconv'],
-                              layer_scale_init_value=a['layer_scale_init_value'],
-                              routed_impl=routed_impl, routed_chunk=routed_chunk))
+            # [Downsample] -> BiFormerBlock x depth; stage 0 has no downsample
+            self.stages.append(Stage(
+                Downsample(dims[i - 1], dims[i]) if i > 0 else None,
+                [BiFormerBlock(dims[i], dpr[i][j], topk=topks[i], n_win=self.n_win,
+                               head_dim=a['head_dim'], qk_scale=qk_scale,
+                               mlp_ratio=a['mlp_ratio'], side_dwconv=a['side_dwconv'],
+                               layer_scale_init_value=a['layer_scale_init_value'],
+                               routed_impl=routed_impl, routed_chunk=routed_chunk)
+                 for j in range(depth)], with_cp))
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(dims[i], eps=1e-6))
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, drop_path_schedule, init_linear_and_norm, run_blocks
+from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -243,27 +243,6 @@ class PatchMerging(nn.Module):
         return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class MLLAStage(nn.Module):
-    """[PatchMerging] -> MLLABlock x depth on (B, H, W, C).  Stage 0 has no
-    downsample; upstream's ``layers.i.downsample`` (ending stage i) is our
-    ``stages.{i+1}.downsample``."""
-
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int,
-                 drop_paths: Sequence[float], downsample: bool, mlp_ratio: float,
-                 qkv_bias: bool, with_cp: bool = False):
-        super().__init__()
-        self.downsample = PatchMerging(in_dim, dim) if downsample else None
-        self.blocks = nn.ModuleList(
-            MLLABlock(dim, num_heads, mlp_ratio, qkv_bias, drop_paths[j]) for j in range(depth))
-        self.with_cp = with_cp
-
-    def forward(self, x):
-        if self.downsample is not None:
-            x = self.downsample(x)
-        x = run_blocks(self.blocks, x, with_cp=self.with_cp)
-        return x
-
-
 @register_backbone
 class MLLA(BaseBackbone):
     """MLLA backbone for detection and segmentation.
@@ -330,10 +309,13 @@ class MLLA(BaseBackbone):
         self.patch_embed = Stem(in_channels, dims[0])
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            self.stages.append(
-                MLLAStage(dims[max(i - 1, 0)], dims[i], depth, heads[i], dpr[i],
-                          downsample=i > 0, mlp_ratio=float(a['mlp_ratio']),
-                          qkv_bias=bool(a['qkv_bias']), with_cp=with_cp))
+            # [PatchMerging] -> MLLABlock x depth on (B, H, W, C); stage 0 has no
+            # merging: upstream's layers.i.downsample (ending stage i) is our
+            # stages.{i+1}.downsample
+            self.stages.append(Stage(
+                PatchMerging(dims[i - 1], dims[i]) if i > 0 else None,
+                [MLLABlock(dims[i], heads[i], float(a['mlp_ratio']), bool(a['qkv_bias']),
+                           dpr[i][j]) for j in range(depth)], with_cp))
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
 

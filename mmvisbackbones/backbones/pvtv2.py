@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, drop_path_schedule, init_linear_and_norm, run_blocks
+from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm, run_blocks
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -160,7 +160,7 @@ class PVTv2Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
-class PVTv2Stage(nn.Module):
+class PVTv2Stage(Stage):
     """[downsample: 3x3 stride-2 overlapping patch embed] -> blocks -> norm.
 
     Takes and returns NCHW maps; stage 0 has no downsample (the model's stem
@@ -172,14 +172,12 @@ class PVTv2Stage(nn.Module):
                  sr_ratio: int, drop_paths: Sequence[float], downsample: bool,
                  linear: bool = False, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0, with_cp: bool = False):
-        super().__init__()
-        self.downsample = OverlapPatchEmbed(in_dim, dim, 3, 2) if downsample else None
-        self.blocks = nn.ModuleList(
-            PVTv2Block(dim, num_heads, mlp_ratio, sr_ratio, linear=linear, qkv_bias=qkv_bias,
-                       drop_path=drop_paths[j], drop=drop, attn_drop=attn_drop)
-            for j in range(depth))
+        super().__init__(
+            OverlapPatchEmbed(in_dim, dim, 3, 2) if downsample else None,
+            [PVTv2Block(dim, num_heads, mlp_ratio, sr_ratio, linear=linear, qkv_bias=qkv_bias,
+                        drop_path=drop_paths[j], drop=drop, attn_drop=attn_drop)
+             for j in range(depth)], with_cp)
         self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
-        self.with_cp = with_cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, Mlp, drop_path_schedule, init_linear_and_norm, run_blocks
+from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -232,7 +232,7 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
-class SwinStage(nn.Module):
+class SwinStage(Stage):
     """[PatchMerging] -> SwinBlock x depth (odd blocks shifted).  Stage 0 has
     no merging.  The shifted-window mask is built once per forward for the
     padded map size."""
@@ -241,24 +241,21 @@ class SwinStage(nn.Module):
                  drop_paths: Sequence[float], downsample: bool, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, drop: float = 0.0,
                  attn_drop: float = 0.0, with_cp: bool = False):
-        super().__init__()
+        super().__init__(
+            PatchMerging(in_dim, dim) if downsample else None,
+            [SwinBlock(dim, num_heads, window_size, shift=j % 2 == 1, mlp_ratio=mlp_ratio,
+                       qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
+                       drop_path=drop_paths[j]) for j in range(depth)], with_cp)
         self.window_size = window_size
-        self.downsample = PatchMerging(in_dim, dim) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, shift=j % 2 == 1, mlp_ratio=mlp_ratio,
-                      qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
-                      drop_path=drop_paths[j]) for j in range(depth))
-        self.with_cp = with_cp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        mask = None
-        if len(self.blocks) > 1:
-            ws = self.window_size
-            H, W = x.shape[1:3]
-            mask = shifted_window_mask(H + (-H) % ws, W + (-W) % ws, ws, ws // 2, x.device)
-        x = run_blocks(self.blocks, x, mask, with_cp=self.with_cp)
-        return x
+    def block_args(self, x: torch.Tensor) -> tuple:
+        """The shifted-window mask of the padded map (None when no block is
+        shifted)."""
+        if len(self.blocks) < 2:
+            return (None, )
+        ws = self.window_size
+        H, W = x.shape[1:3]
+        return (shifted_window_mask(H + (-H) % ws, W + (-W) % ws, ws, ws // 2, x.device), )
 
 
 # -------------------------------------------------------------------- model

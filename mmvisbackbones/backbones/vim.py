@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, RMSNorm, resize_pos_embed
+from ..layers import DropPath, RMSNorm, init_linear_and_norm, resize_pos_embed
 from ..ops import bidirectional_scan
 from ..registry import register_backbone
 from .plain import PlainBackbone
@@ -198,13 +198,8 @@ class Vim(PlainBackbone):
 
     @staticmethod
     def _init_module(m):
-        if isinstance(m, nn.Linear):  # as upstream's segmentation backbone
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None and not getattr(m.bias, '_no_reinit', False):
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        # as upstream's segmentation backbone (dt_proj biases keep Mamba's init)
+        init_linear_and_norm(m)
 
     def frozen_params(self):
         params = super().frozen_params()

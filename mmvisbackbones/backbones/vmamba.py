@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Linear2d, Mlp2d, build_norm2d, drop_path_schedule,
-                      init_linear_and_norm, run_blocks)
+from ..layers import (DropPath, Linear2d, Mlp2d, Stage, build_norm2d, drop_path_schedule,
+                      init_linear_and_norm)
 from ..ops import ss2d_scan
 from ..registry import register_backbone
 from .base import BaseBackbone
@@ -153,24 +153,6 @@ class PatchEmbed(nn.Module):
         return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
 
 
-class VSSStage(nn.Module):
-    """[Downsample] -> VSSBlock x depth.  Stage 0 has no downsample."""
-
-    def __init__(self, in_dim: int, dim: int, depth: int, drop_paths: Sequence[float],
-                 downsample: bool, norm: str, mlp_ratio: float, ssm_cfg: dict,
-                 with_cp: bool = False):
-        super().__init__()
-        self.downsample = Downsample(in_dim, dim, norm) if downsample else nn.Identity()
-        self.blocks = nn.ModuleList(
-            VSSBlock(dim, drop_paths[j], norm, mlp_ratio, ssm_cfg) for j in range(depth))
-        self.with_cp = with_cp
-
-    def forward(self, x):
-        x = self.downsample(x)
-        x = run_blocks(self.blocks, x, with_cp=self.with_cp)
-        return x
-
-
 @register_backbone
 class VMamba(BaseBackbone):
     """VMamba v2 backbone for detection and segmentation.
@@ -237,10 +219,11 @@ class VMamba(BaseBackbone):
         self.patch_embed = PatchEmbed(in_channels, dims[0], norm_layer)
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            self.stages.append(
-                VSSStage(dims[max(i - 1, 0)], dims[i], depth, dpr[i],
-                         downsample=i > 0, norm=norm_layer, mlp_ratio=a['mlp_ratio'],
-                         ssm_cfg=ssm_cfg, with_cp=with_cp))
+            # [Downsample] -> VSSBlock x depth; stage 0 has no downsample
+            self.stages.append(Stage(
+                Downsample(dims[i - 1], dims[i], norm_layer) if i > 0 else None,
+                [VSSBlock(dims[i], dpr[i][j], norm_layer, a['mlp_ratio'], ssm_cfg)
+                 for j in range(depth)], with_cp))
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm2d(norm_layer, dims[i]))
 
