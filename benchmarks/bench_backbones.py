@@ -57,44 +57,60 @@ class DeiTLike(nn.Module):
         return self.blocks(self.patch(x).flatten(2).transpose(1, 2))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_run_args(p: argparse.ArgumentParser):
+    """The options every whole-backbone benchmark takes (besides its sizes)."""
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--sizes', type=int, nargs='+', default=[224, 512, 1024])
     p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--backward', action='store_true', help='also time forward+backward')
+    p.add_argument('--backward', action='store_true', help='time forward+backward')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--iters', type=int, default=10)
     p.add_argument('--max-seconds', type=float, default=10.0)
-    args = p.parse_args(argv)
+
+
+def start(args):
+    """Device and timer for ``args`` (bf16 autocast on CUDA, fp32 on CPU);
+    prints the header (device, versions, date)."""
     device = torch.device(args.device)
     args.dtype = 'bf16 autocast' if device.type == 'cuda' else 'fp32'
     info = header_info(args, device)
     print('\n'.join(f'- {k}: {v}' for k, v in info.items()) + '\n')
+    return device, Timer(device, args.warmup, args.iters, args.max_seconds, flush_l2=False)
+
+
+def step(net: nn.Module, x: torch.Tensor, backward: bool):
+    """The timed call: a forward (bf16 autocast on CUDA), and with
+    ``backward`` a backward of the mean of every output."""
+    net.train(backward)
+
+    def run():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                            enabled=x.device.type == 'cuda'):
+            with torch.set_grad_enabled(backward):
+                outs = net(x)
+        if backward:
+            outs = outs if isinstance(outs, (tuple, list)) else (outs, )
+            sum(o.float().mean() for o in outs).backward()
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--sizes', type=int, nargs='+', default=[224, 512, 1024])
+    add_run_args(p)
+    args = p.parse_args(argv)
+    device, timer = start(args)
     models = {
         'DeiT-S-like ViT (SDPA)': DeiTLike(),
         'Vim-S': build_backbone('vim_small', out_indices=(2, )),
         'Vision-RWKV-S': build_backbone('vrwkv_small', out_indices=(2, )),
     }
-    timer = Timer(device, args.warmup, args.iters, args.max_seconds, flush_l2=False)
     rows = []
     for size in args.sizes:
         x = torch.randn(args.batch, 3, size, size, device=device)
         base = None
         for name, net in models.items():
-            net = net.to(device).train(args.backward)
-
-            def fwd():
-                with torch.autocast(device.type, dtype=torch.bfloat16,
-                                    enabled=device.type == 'cuda'):
-                    with torch.set_grad_enabled(args.backward):
-                        out = net(x)
-                return out[0] if isinstance(out, tuple) else out
-
-            def fwd_bwd():
-                fwd().float().mean().backward()
             try:
-                t = timer(fwd_bwd if args.backward else fwd)[0]
+                t = timer(step(net.to(device), x, args.backward))[0]
             except Exception as e:  # noqa: BLE001 - e.g. out of memory at 1024
                 rows.append([str(size), name, f'failed: {type(e).__name__}', '', ''])
                 continue

@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from bench_selective_scan import Timer, header_info, md_table  # noqa: E402
+from bench_backbones import add_run_args, start, step  # noqa: E402
+from bench_selective_scan import md_table  # noqa: E402
 
 from mmvisbackbones import BACKBONES  # noqa: E402
 from mmvisbackbones.utils import count_flops  # noqa: E402
@@ -44,21 +45,12 @@ def parse_size(s: str):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--sizes', type=parse_size, nargs='+',
                    default=[(512, 512), (800, 1280)], help='inputs as HxW')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
-    p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--backward', action='store_true', help='time forward+backward')
-    p.add_argument('--warmup', type=int, default=2)
-    p.add_argument('--iters', type=int, default=10)
-    p.add_argument('--max-seconds', type=float, default=10.0)
+    add_run_args(p)
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    args.dtype = 'bf16 autocast' if device.type == 'cuda' else 'fp32'
-    info = header_info(args, device)
-    print('\n'.join(f'- {k}: {v}' for k, v in info.items()) + '\n')
-    timer = Timer(device, args.warmup, args.iters, args.max_seconds, flush_l2=False)
+    device, timer = start(args)
     rows = []
     for H, W in args.sizes:
         x = torch.randn(args.batch, 3, H, W, device=device)
@@ -67,16 +59,8 @@ def main(argv=None):
             cls_name, kw = MODELS[label]
             with torch.device('meta'):
                 macs = count_flops(BACKBONES[cls_name](**kw), (args.batch, 3, H, W))['total']
-            net = BACKBONES[cls_name](**kw).to(device).train(args.backward)
-
-            def run():
-                with torch.autocast(device.type, dtype=torch.bfloat16,
-                                    enabled=device.type == 'cuda'):
-                    with torch.set_grad_enabled(args.backward):
-                        outs = net(x)
-                if args.backward:
-                    sum(o.float().mean() for o in outs).backward()
-
+            net = BACKBONES[cls_name](**kw).to(device)
+            run = step(net, x, args.backward)
             if device.type == 'cuda':
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
