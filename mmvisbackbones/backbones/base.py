@@ -191,11 +191,10 @@ class BaseBackbone(BaseModule):
         norm, without our dense-only parts, plus upstream's head.  Compared
         with the published figures in the README table and the tests."""
         with torch.device('meta'):
-            probe = cls(arch=arch)
-            last = len(probe.num_features) - 1
-            net = cls(arch=arch, out_indices=(last, ), **cls.classification_kwargs)
-        trunk = sum(p.numel() for n, p in net.named_parameters()
-                    if not n.startswith(cls.dense_only_prefixes or ('\0', )))
+            net = cls(arch=arch, **cls.classification_kwargs)
+        last = len(net.num_features) - 1
+        skip = tuple(f'norm{i}.' for i in net.out_indices if i != last) + cls.dense_only_prefixes
+        trunk = sum(p.numel() for n, p in net.named_parameters() if not n.startswith(skip))
         return trunk + cls.classification_head_params(net.num_features[last],
                                                        cls.resolve_arch(arch))
 
