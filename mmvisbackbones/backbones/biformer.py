@@ -42,6 +42,7 @@ from ..layers import DropPath, LayerNorm2d, Mlp, Stage, drop_path_schedule, init
 from ..ops.routed_attention import routed_attention, routed_attention_reference
 from ..ops.routed_attention.chunked import DEFAULT_CHUNK
 from ..registry import register_backbone
+from ..utils.checkpoint import rename_first_match
 from .base import BaseBackbone
 
 ROUTED_IMPLS = ('chunked', 'gather')
@@ -391,11 +392,7 @@ def convert_biformer_checkpoint(state_dict: Dict[str, torch.Tensor],
             continue
         m = _UP_BLOCK.match(key)
         if m:
-            rest = m.group(3)
-            for pattern, repl in _BLOCK_RULES:
-                rest, n = pattern.subn(repl, rest)
-                if n:
-                    break
+            rest = rename_first_match(m.group(3), _BLOCK_RULES)
             out[f'stages.{m.group(1)}.blocks.{m.group(2)}.{rest}'] = value
             continue
         m = _UP_EXTRA_NORM.match(key)

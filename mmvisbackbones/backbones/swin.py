@@ -28,6 +28,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm
 from ..registry import register_backbone
+from ..utils.checkpoint import rename_first_match
 from .base import BaseBackbone
 
 #: value upstream adds to the logits of token pairs from different sub-windows
@@ -453,10 +454,7 @@ def convert_swin_checkpoint(state_dict: Dict[str, torch.Tensor],
             if b and layout != 'ours':
                 rest = b.group(3)
                 if layout == 'mmdet':
-                    for pattern, repl in _MMDET_BLOCK_PARTS:
-                        rest, n = pattern.subn(repl, rest)
-                        if n:
-                            break
+                    rest = rename_first_match(rest, _MMDET_BLOCK_PARTS)
                 new = f'stages.{b.group(1)}.blocks.{b.group(2)}.{rest}'
         out[new] = value
     if model is not None:

@@ -24,6 +24,7 @@ from ..layers import (DropPath, Linear2d, Mlp2d, Stage, build_norm2d, drop_path_
                       init_linear_and_norm)
 from ..ops import ss2d_scan
 from ..registry import register_backbone
+from ..utils.checkpoint import rename_first_match
 from .base import BaseBackbone
 
 K_DIRECTIONS = 4
@@ -289,10 +290,5 @@ def convert_vmamba_checkpoint(state_dict: Dict[str, torch.Tensor]) -> Dict[str, 
                 continue
             out[f'stages.{stage + 1}.downsample.{part}.{rest}'] = value
             continue
-        new = key
-        for pattern, repl in _UPSTREAM_RULES:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
-        out[new] = value
+        out[rename_first_match(key, _UPSTREAM_RULES)] = value
     return out

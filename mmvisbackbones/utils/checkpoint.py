@@ -7,6 +7,7 @@ into its checkpoints are allow-listed in :mod:`mmvisbackbones.utils.serializatio
 import os
 import os.path as osp
 import pickle
+import re
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -76,6 +77,17 @@ def strip_prefixes(sd: Dict[str, torch.Tensor], prefix: Optional[str] = None):
             prefix += '.'
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
+
+
+def rename_first_match(key: str, rules) -> str:
+    """``key`` rewritten by the first of the ``(pattern, replacement)`` rules
+    whose pattern (a regex string or compiled) matches it; unchanged when none
+    does.  The converters' key-renaming tables go through this."""
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
 
 
 def match_state_dict(model: nn.Module, sd: Dict[str, torch.Tensor]):
