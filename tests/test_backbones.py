@@ -7,6 +7,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmvisbackbones
 from mmvisbackbones import BACKBONES
+from mmvisbackbones.utils import CheckpointMismatchError
 from mmengine.registry import MODELS
 from zoo import ZOO
 
@@ -190,3 +191,46 @@ def test_bf16_autocast(name):
             low = net(x)
     for a, b in zip(ref, low):
         torch.testing.assert_close(b.float(), a, rtol=0.1, atol=0.15)
+
+
+# ------------------------------------------------- pretrained loading (any family)
+@pytest.mark.parametrize('name', NAMES)
+def test_loads_detector_checkpoint_of_this_plugin(name, tmp_path):
+    """A mmdet/mmseg checkpoint of this plugin (``backbone.`` prefix, neck
+    keys beside it, Runner meta) loads every backbone parameter back."""
+    src = build(name)
+    sd = {f'backbone.{k}': v for k, v in src.state_dict().items()}
+    sd['neck.lateral_convs.0.conv.weight'] = torch.zeros(1)
+    ckpt = tmp_path / 'det.pth'
+    torch.save({'state_dict': sd, 'meta': {'epoch': 1}}, ckpt)
+    dst = build(name, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    dst.init_weights()
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k]), k
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('container', ['state_dict', 'model'])
+def test_checkpoint_without_matching_keys_is_a_clear_error(name, container, tmp_path):
+    """A checkpoint of another model (ResNet keys) raises, naming its keys,
+    instead of loading nothing silently."""
+    ckpt = tmp_path / 'resnet.pth'
+    torch.save({container: {'conv1.weight': torch.zeros(64, 3, 7, 7),
+                            'layer1.0.bn1.weight': torch.zeros(64)}}, ckpt)
+    net = build(name, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    with pytest.raises(CheckpointMismatchError, match='no parameter of checkpoint.*conv1.weight'):
+        net.init_weights()
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_missing_or_remote_checkpoint_is_a_clear_error(name, tmp_path):
+    net = build(name, init_cfg=dict(type='Pretrained',
+                                    checkpoint=str(tmp_path / 'swin_tiny_patch4_window7_224.pth')))
+    with pytest.raises(FileNotFoundError, match='swin_tiny_patch4_window7_224.pth'):
+        net.init_weights()
+    net = build(name, init_cfg=dict(type='Pretrained', checkpoint=''))
+    with pytest.raises(ValueError, match='checkpoint'):
+        net.init_weights()
+    net = build(name, init_cfg=dict(type='Pretrained', checkpoint='https://x/y.pth'))
+    with pytest.raises(ValueError, match='never downloads'):
+        net.init_weights()
