@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm
+from ..layers import (DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
+                      resize_pos_embed)
 from ..registry import register_backbone
 from ..utils.checkpoint import rename_first_match
 from .base import BaseBackbone
@@ -86,17 +87,14 @@ def resize_relative_position_bias_table(table: torch.Tensor, window_size: int) -
     """Bicubic resize of a ((2w-1)^2, nH) bias table to ``window_size``, as
     upstream's ``load_pretrained`` and mmdet/mmseg do (align_corners=False;
     computed in fp32)."""
-    L, nH = table.shape
+    L = table.shape[0]
     src = int(round(L**0.5))
     if src * src != L:
         raise ValueError(f'relative position bias table of shape {tuple(table.shape)} is not '
                          'a square grid ((2*window-1)^2, num_heads)')
     dst = 2 * window_size - 1
-    if src == dst:
-        return table
-    grid = table.float().t().reshape(1, nH, src, src)
-    grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
-    return grid.reshape(nH, dst * dst).t().contiguous().to(table.dtype)
+    # the table is a (2w-1) x (2w-1) grid of num_heads-channel entries
+    return resize_pos_embed(table.unsqueeze(0), (src, src), (dst, dst))[0]
 
 
 # ------------------------------------------------------------------- blocks
