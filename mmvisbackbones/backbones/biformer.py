@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, LayerNorm2d, Mlp, Stage, drop_path_schedule, init_linear_and_norm
+from ..layers import (DropPath, LayerNorm2d, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
+                      pad_to_multiple)
 from ..ops.routed_attention import routed_attention, routed_attention_reference
 from ..ops.routed_attention.chunked import DEFAULT_CHUNK
 from ..registry import register_backbone
@@ -122,10 +123,8 @@ class BiLevelRoutingAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, H_in, W_in, C = x.shape
         n = self.n_win
-        pad_b, pad_r = (-H_in) % n, (-W_in) % n
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        H, W = H_in + pad_b, W_in + pad_r
+        x = pad_to_multiple(x, n, channels_last=True)
+        H, W = x.shape[1:3]
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
 
         m = self.num_heads
@@ -145,7 +144,7 @@ class BiLevelRoutingAttention(nn.Module):
         if self.lepe is not None:  # on the (padded) value map, as upstream
             out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = self.proj(out)
-        if pad_b or pad_r:
+        if (H, W) != (H_in, W_in):
             out = out[:, :H_in, :W_in].contiguous()
         return out
 

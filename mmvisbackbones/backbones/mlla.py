@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm
+from ..layers import (DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
+                      pad_to_multiple)
 from ..registry import register_backbone
 from .base import BaseBackbone
 
@@ -212,10 +213,7 @@ class Stem(nn.Module):
             ConvNormAct(dim * 4, dim, 1, bias=False, act=False))
 
     def forward(self, x):
-        H, W = x.shape[-2:]
-        if H % 4 or W % 4:
-            x = F.pad(x, (0, -W % 4, 0, -H % 4))
-        x = self.conv1(x)
+        x = self.conv1(pad_to_multiple(x, 4))
         x = self.conv2(x) + x
         return self.conv3(x).permute(0, 2, 3, 1)
 
@@ -237,9 +235,7 @@ class PatchMerging(nn.Module):
             ConvNormAct(hidden, out_dim, 1, act=False))
 
     def forward(self, x):
-        H, W = x.shape[1:3]
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = pad_to_multiple(x, 2, channels_last=True)
         return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 

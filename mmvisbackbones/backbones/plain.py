@@ -21,11 +21,10 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers import RMSNorm, resize_pos_embed, sfp_branch
+from ..layers import RMSNorm, pad_to_multiple, resize_pos_embed, sfp_branch
 from .base import BaseBackbone
 
 SFP_SCALES = (4, 2, 1, 0.5)  # strides 4, 8, 16, 32 from a stride-16 map
@@ -40,10 +39,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
 
     def forward(self, x):
-        p = self.patch_size
-        H, W = x.shape[-2:]
-        x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
-        x = self.proj(x)
+        x = self.proj(pad_to_multiple(x, self.patch_size))
         return x.flatten(2).transpose(1, 2), x.shape[-2:]
 
 

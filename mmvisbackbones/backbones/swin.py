@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 
 from ..layers import (DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
-                      resize_pos_embed)
+                      pad_to_multiple, resize_pos_embed)
 from ..registry import register_backbone
 from ..utils.checkpoint import rename_first_match
 from .base import BaseBackbone
@@ -173,18 +173,16 @@ class SwinBlock(nn.Module):
         used by shifted blocks only."""
         B, H, W, C = x.shape
         ws, s = self.window_size, self.shift_size
-        h = self.norm1(x)
-        pad_b, pad_r = (-H) % ws, (-W) % ws
-        if pad_b or pad_r:  # as upstream: zeros after norm1, attended to unmasked
-            h = F.pad(h, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
+        # as upstream: zeros after norm1, attended to unmasked
+        h = pad_to_multiple(self.norm1(x), ws, channels_last=True)
+        Hp, Wp = h.shape[1:3]
         if s:
             h = torch.roll(h, shifts=(-s, -s), dims=(1, 2))
         h = self.attn(window_partition(h, ws), attn_mask if s else None)
         h = window_reverse(h, ws, Hp, Wp)
         if s:
             h = torch.roll(h, shifts=(s, s), dims=(1, 2))
-        if pad_b or pad_r:
+        if (Hp, Wp) != (H, W):
             h = h[:, :H, :W, :]
         x = x + self.drop_path(h)
         return x + self.drop_path(self.mlp(self.norm2(x)))
@@ -202,10 +200,8 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * in_dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_to_multiple(x, 2, channels_last=True)
         B, H, W, C = x.shape
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-            H, W = H + H % 2, W + W % 2
         # (B, h, dr, w, dc, C) -> (B, h, w, dc, dr, C): channel block dc * 2 + dr
         x = x.view(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5)
         x = x.reshape(B, H // 2, W // 2, 4 * C)
@@ -224,10 +220,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim) if patch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        H, W = x.shape[2:]
-        if H % p or W % p:
-            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
+        x = pad_to_multiple(x, self.patch_size)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
