@@ -54,11 +54,29 @@ fi
 
 pip_q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
       pycocotools ftfy regex triton pytest
+# The BEV detector (mmvisbackbones.detectors.bevformer) needs mmdet3d 1.4.0
+# and nuscenes-devkit 1.2.0. Both are installed without their declared
+# dependencies, on purpose:
+#  - mmdet3d's metadata asks for open3d and tensorboard (neither is used by
+#    the camera path; open3d is only try-imported) and its mim extra for
+#    mmdet<3.3, while its own import check accepts mmdet <3.4;
+#  - nuscenes-devkit 1.2.0 pins numpy<2, yet its detection evaluation runs on
+#    numpy 2 (tested here through mmdet3d's NuScenesMetric), and pip would
+#    otherwise downgrade numpy under torch and mmcv;
+#  - mmdet3d.evaluation imports lyft_dataset_sdk at import time, whose
+#    metadata pulls black/flake8/pytest/plotly for nothing.
+# What their code imports is listed explicitly instead.
+pip_q --no-deps "mmdet3d==1.4.0" "nuscenes-devkit==1.2.0" "lyft_dataset_sdk==0.0.8"
+pip_q pyquaternion "shapely~=2.0.3" cachetools descartes fire matplotlib scikit-learn \
+      scipy tqdm pandas numba trimesh scikit-image plyfile networkx
 # the plugin itself, editable, without touching the pinned stack
 pip_q --no-build-isolation --no-deps -e "$ROOT"
 python - <<'PY'
-import torch, mmcv, mmengine, mmdet, mmseg, mmvisbackbones
+import torch, mmcv, mmengine, mmdet, mmseg, mmdet3d, nuscenes, mmvisbackbones
+import mmdet3d.evaluation.metrics  # noqa: F401  (imports lyft_dataset_sdk, pandas, numba)
 print(f"[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__}, "
       f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, "
-      f"mmseg {mmseg.__version__}, mmvisbackbones {mmvisbackbones.__version__}")
+      f"mmseg {mmseg.__version__}, mmdet3d {mmdet3d.__version__}, "
+      f"nuscenes-devkit {nuscenes.__version__ if hasattr(nuscenes, '__version__') else '1.2.0'}, "
+      f"mmvisbackbones {mmvisbackbones.__version__}")
 PY
