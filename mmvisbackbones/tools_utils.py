@@ -1,17 +1,17 @@
-"""Shared pieces of ``tools/train.py`` and ``tools/test.py`` (needs mmdet or
-mmseg, depending on the config)."""
+"""Shared pieces of ``tools/train.py`` and ``tools/test.py`` (needs mmdet,
+mmseg or mmdet3d, depending on the config)."""
 import os
 import os.path as osp
 from typing import Iterable, List, Tuple
 
 from mmengine.config import Config, DictAction
 
-SCOPES = ('mmdet', 'mmseg')
+SCOPES = ('mmdet', 'mmseg', 'mmdet3d')
 
 
 def config_scope(cfg: Config) -> str:
-    """'mmdet' or 'mmseg', from the config's ``default_scope`` (set by the
-    OpenMMLab base configs every config here inherits)."""
+    """'mmdet', 'mmseg' or 'mmdet3d', from the config's ``default_scope`` (set
+    by the OpenMMLab base configs every config here inherits)."""
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise ValueError(
@@ -26,6 +26,8 @@ def init_scope(cfg: Config) -> str:
     scope = config_scope(cfg)
     if scope == 'mmdet':
         from mmdet.utils import register_all_modules
+    elif scope == 'mmdet3d':
+        from mmdet3d.utils import register_all_modules
     else:
         from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
@@ -73,6 +75,15 @@ DATA_HELP = {
               'train2017/, val2017/).'),
     'mmseg': ('ADE20K must be at data/ade/ADEChallengeData2016 (images/{training,validation}/, '
               'annotations/{training,validation}/).'),
+    'mmdet3d': ('nuScenes must be at data/nuscenes (v1.0-trainval/ tables, samples/CAM_*/ '
+                'images) with the BEVFormer info files nuscenes_infos_temporal_{train,val}.pkl '
+                'beside them, made by `python tools/create_nuscenes_infos.py --root '
+                'data/nuscenes --version v1.0-trainval` (v1.0-mini for the mini split).'),
+}
+DEMO_HELP = {
+    'mmdet': '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/',
+    'mmseg': '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/',
+    'mmdet3d': '`bash tools/run_bev_demo.sh` (generated nuScenes-format data in data/demo/nuscenes)',
 }
 
 
@@ -84,8 +95,7 @@ def check_data(cfg: Config, loaders: Tuple[str, ...], scope: str):
         raise SystemExit(
             f'error: dataset not found. The config {cfg.filename} reads:\n  {lines}\n'
             f'{DATA_HELP[scope]} Link or download it there (or override data_root with '
-            '--cfg-options), or try the generated demo data: '
-            '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/.')
+            f'--cfg-options), or try the generated demo data: {DEMO_HELP[scope]}.')
 
 
 def add_common_args(parser):
