@@ -3,6 +3,7 @@
 mIoU with mmseg's IoUMetric, or whatever the config's test_evaluator is).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+    python tools/test.py CONFIG --untrained      # the model as initialised: the baseline
     torchrun --nproc_per_node=8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
 Checkpoints written by mmengine's Runner load with ``weights_only=True``: the
@@ -22,7 +23,11 @@ from mmvisbackbones.tools_utils import (add_common_args, build_runner, check_dat
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
     p.add_argument('config', help='config file path')
-    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('checkpoint', nargs='?', help='checkpoint file')
+    p.add_argument('--untrained', action='store_true',
+                   help='evaluate the model as initialised (its init_weights, the config\'s '
+                   'seed; pretrained backbone weights included if the config names them) '
+                   'instead of a checkpoint: the baseline a trained checkpoint must beat')
     p.add_argument('--work-dir', help='where the evaluation log goes')
     p.add_argument('--out', help='dump raw predictions to this .pkl file')
     add_common_args(p)
@@ -31,7 +36,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
+    if args.untrained == (args.checkpoint is not None):
+        raise SystemExit('error: give a CHECKPOINT or --untrained (not both)')
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
@@ -44,7 +51,11 @@ def main(argv=None):
             else [cfg.test_evaluator]
         dump = 'DumpDetResults' if scope == 'mmdet' else 'DumpResults'
         cfg.test_evaluator.append(dict(type=dump, out_file_path=args.out))
-    return build_runner(cfg).test()
+    runner = build_runner(cfg)
+    if args.untrained:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model.init_weights()
+    return runner.test()
 
 
 if __name__ == '__main__':

@@ -33,7 +33,7 @@ train_dataloader = dict(
                  test_mode=False, use_valid_flag=True))
 val_dataloader = dict(
     batch_size=1, num_workers=4, persistent_workers=True, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    sampler=dict(type='ContiguousSampler'),  # each rank sees consecutive frames
     dataset=dict(type=dataset_type, data_root=data_root,
                  ann_file='nuscenes_infos_temporal_val.pkl', data_prefix=data_prefix,
                  metainfo=metainfo, modality=input_modality, box_type_3d='LiDAR',

@@ -11,3 +11,4 @@ from a config with ``custom_imports=dict(imports=['mmvisbackbones',
 from .coder import BBox3DL1Cost, HungarianAssigner3D, NMSFreeCoder
 from .detector import BEVFormer, BEVFormerDataPreprocessor, GridMask
 from .head import BEVFormerHead
+from .sampler import ContiguousSampler
