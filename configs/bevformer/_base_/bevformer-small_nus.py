@@ -56,7 +56,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6),
     dict(type='MultiViewWrapper', transforms=[dict(type='PhotoMetricDistortion3D')],
-         collected_keys=['img'], override_aug_config=False, process_fields=['img']),
+         collected_keys=[], override_aug_config=False, process_fields=['img']),
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True,
          with_attr_label=False),
     dict(type='ObjectRangeFilter', point_cloud_range=point_cloud_range),

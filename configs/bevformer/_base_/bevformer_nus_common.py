@@ -18,7 +18,7 @@ cams = ['CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_
 
 dataset_type = 'BEVFormerNuScenesDataset'
 data_root = 'data/nuscenes/'
-data_prefix = dict(pts='samples/LIDAR_TOP', sweeps='sweeps/LIDAR_TOP',
+data_prefix = dict(pts='samples/LIDAR_TOP',
                    **{cam: f'samples/{cam}' for cam in cams})
 meta_keys = ('sample_idx', 'token', 'scene_token', 'prev', 'frame_idx', 'can_bus',
              'lidar2img', 'cam2img', 'lidar2cam', 'ego2global', 'img_shape', 'ori_shape',

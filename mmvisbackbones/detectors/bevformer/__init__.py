@@ -12,3 +12,5 @@ from .coder import BBox3DL1Cost, HungarianAssigner3D, NMSFreeCoder
 from .detector import BEVFormer, BEVFormerDataPreprocessor, GridMask
 from .head import BEVFormerHead
 from .sampler import ContiguousSampler
+from .dataset import BEVFormerNuScenesDataset
+from .transforms import MultiViewImageScale

@@ -172,7 +172,7 @@ class MSDeformableAttention3D(BaseModule):
         off = off / normalizer[None, None, None, :, None, :]
         off = off.view(B, nq, H, L, P // D, D, 2)
         loc = reference_points[:, :, None, None, None, :, :] + off
-        loc = loc.view(B, nq, H, L, P, 2)
+        loc = loc.reshape(B, nq, H, L, P, 2)
         return ms_deform_attn(v, spatial_shapes, level_start_index, loc, w, self.im2col_step)
 
 

@@ -81,7 +81,7 @@ def project_reference_points(ref_3d: torch.Tensor, pc_range: Sequence[float],
               & (xy[..., 1:2] > 0) & (xy[..., 1:2] < hw[..., 0:1]))
     ref_cam = xy / xy.new_tensor([pad_shape[1], pad_shape[0]])
     mask = (front & inside)[..., 0]
-    ref_cam = torch.nan_to_num(ref_cam)
+    ref_cam = torch.nan_to_num(ref_cam).contiguous()
     return ref_cam, mask
 
 
