@@ -56,12 +56,6 @@ times over in the forward (the per-level list, their stack, the weighted
 product) and keeps the stack for the backward; a measurement whose estimate
 (:func:`estimate_bytes`) exceeds ``--max-est-gb`` is skipped and reported as
 such instead of risking the machine's memory.
-
-Workaround: ``dense=True`` fails inside the current encoder because
-``project_reference_points`` returns a non-contiguous ``ref_cam`` and
-:class:`MSDeformableAttention3D` ``view``s the sampling locations built from
-it; the benchmark hands both variants a contiguous copy
-(:func:`contiguous_ref_cam_workaround`; ``--no-workaround`` turns it off).
 """
 import argparse
 import json
@@ -81,7 +75,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mmvisbackbones.detectors.bevformer.geometry import (  # noqa: E402
     bev_reference_points_3d, project_reference_points)
-from mmvisbackbones.detectors.bevformer import transformer as _transformer  # noqa: E402
 from mmvisbackbones.detectors.bevformer.transformer import BEVFormerEncoder  # noqa: E402
 
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
@@ -109,25 +102,6 @@ CAMERAS = [
 PRINCIPAL = (816.0, 491.0)
 LIDAR_IN_EGO = (0.94, 0.0, 1.84)
 LIDAR_YAW_DEG = -90.0
-
-
-_project_reference_points = _transformer.project_reference_points
-
-
-def _project_contiguous(*args, **kwargs):
-    ref_cam, mask = _project_reference_points(*args, **kwargs)
-    return ref_cam.contiguous(), mask
-
-
-def contiguous_ref_cam_workaround(on=True):
-    """``project_reference_points`` returns a non-contiguous ``ref_cam`` (the
-    (x, y) component has the largest stride); the ``dense=True`` path feeds it
-    through ``reshape`` into :class:`MSDeformableAttention3D`, whose
-    ``loc.view(B, nq, H, L, P, 2)`` then fails ("view size is not compatible").
-    With ``on``, the encoder gets a contiguous copy (both variants, so the
-    comparison stays fair; the copy is ``N*Q*D*2`` floats per forward)."""
-    _transformer.project_reference_points = _project_contiguous if on else \
-        _project_reference_points
 
 
 def _yaw(deg):
@@ -194,7 +168,7 @@ def estimate_bytes(case, variant, mode, stats, elem=4):
     return 3 * S if mode == 'fwd' else (c['layers'] + 2) * S
 
 
-def build(case, dense, device, dtype, uniform_focal=False, no_workaround=False):
+def build(case, dense, device, dtype, uniform_focal=False):
     """-> (encoder, kwargs of its forward). Same weights and inputs for any ``dense``."""
     c = CASES[case]
     torch.manual_seed(0)
@@ -213,7 +187,6 @@ def build(case, dense, device, dtype, uniform_focal=False, no_workaround=False):
     for layer in enc.layers:
         layer.sca.dense = dense
     enc = enc.to(device, dtype)
-    contiguous_ref_cam_workaround(not no_workaround)
     Q = c['bev'] ** 2
     V = sum(h * w for h, w in c['levels'])
     rnd = (lambda *s: torch.randn(*s, generator=g).to(device, dtype))
@@ -262,8 +235,8 @@ def make_call(enc, kw, mode):
     return call
 
 
-def measure(case, variant, mode, device, dtype, iters, warmup, uniform_focal, no_workaround):
-    enc, kw = build(case, variant == 'dense', device, dtype, uniform_focal, no_workaround)
+def measure(case, variant, mode, device, dtype, iters, warmup, uniform_focal):
+    enc, kw = build(case, variant == 'dense', device, dtype, uniform_focal)
     call = make_call(enc, kw, mode)
     res = {}
     sync(device)
@@ -293,9 +266,9 @@ def measure(case, variant, mode, device, dtype, iters, warmup, uniform_focal, no
     return res
 
 
-def check(case, device, dtype, uniform_focal, no_workaround):
+def check(case, device, dtype, uniform_focal):
     """Both variants on the same weights/inputs, eval mode: output and gradient diffs."""
-    enc, kw = build(case, False, device, dtype, uniform_focal, no_workaround)
+    enc, kw = build(case, False, device, dtype, uniform_focal)
     enc.eval()
     for k in GRAD_INPUTS:
         kw[k].requires_grad_(True)
@@ -349,10 +322,10 @@ def run_worker(args, device, dtype):
         torch.set_num_threads(args.threads)
     try:
         if args.worker_mode == 'check':
-            res = check(args.worker_case, device, dtype, args.uniform_focal, args.no_workaround)
+            res = check(args.worker_case, device, dtype, args.uniform_focal)
         else:
             res = measure(args.worker_case, args.worker_variant, args.worker_mode, device, dtype,
-                          args.iters, args.warmup, args.uniform_focal, args.no_workaround)
+                          args.iters, args.warmup, args.uniform_focal)
     except (torch.cuda.OutOfMemoryError, MemoryError):
         res = dict(error='OOM')
     print('RESULT ' + json.dumps(res), flush=True)
@@ -366,8 +339,6 @@ def subprocess_result(args, case, variant, mode):
         cmd += ['--threads', str(args.threads)]
     if args.uniform_focal:
         cmd += ['--uniform-focal']
-    if args.no_workaround:
-        cmd += ['--no-workaround']
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -400,9 +371,6 @@ def main():
                    '(default 10 on cpu, no limit on cuda)')
     p.add_argument('--uniform-focal', action='store_true',
                    help='focal 1266 px for CAM_BACK too (nuScenes: 809)')
-    p.add_argument('--no-workaround', action='store_true',
-                   help='pass project_reference_points\' non-contiguous ref_cam as it is '
-                   '(dense=True then fails on the current code)')
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--json', default=None)
     p.add_argument('--worker-case', help=argparse.SUPPRESS)
@@ -429,10 +397,6 @@ def main():
           f'pillar points {PILLAR}, pc_range {PC_RANGE}, prev_bev random')
     print(f'* cameras: nuScenes mounting, CAM_BACK focal '
           f'{"1266 (--uniform-focal)" if args.uniform_focal else "809"} px, others 1266 px')
-    print('* ref_cam: ' + ('as project_reference_points returns it (--no-workaround)'
-                           if args.no_workaround else
-                           'made contiguous for both variants (dense=True fails on the '
-                           'non-contiguous one: see contiguous_ref_cam_workaround)'))
     print(f'* command: python {" ".join(sys.argv)}')
     print('* memory: ' + ('torch.cuda.max_memory_allocated above the inputs'
                           if device.type == 'cuda' else

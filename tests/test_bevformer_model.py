@@ -299,3 +299,27 @@ def test_perfect_prediction_is_matched_one_to_one_with_zero_box_cost():
         assert res.labels[q].item() == labels[j].item()
     reg = assigner.reg_cost(pred[perm, :8], normalize_bbox(gt)[:, :8]).diagonal()
     assert torch.all(reg.abs() < 1e-5)
+
+
+def test_encoder_rebatched_equals_every_query_in_every_camera():
+    """The whole encoder on projected pillars (non-contiguous from the
+    projection): re-batched SCA = the dense formulation."""
+    from bev_helpers import PC_RANGE, ring_lidar2img
+    from mmvisbackbones.detectors.bevformer.transformer import BEVFormerEncoder, _level_meta
+    torch.manual_seed(0)
+    enc = BEVFormerEncoder(num_layers=2, pc_range=PC_RANGE, layer=dict(
+        embed_dims=16, num_heads=2, num_levels=2, ffn_dims=32, dropout=0.0)).double().eval()
+    bev, h, w = 6, 48, 64
+    shapes, start = _level_meta([[6, 8], [3, 4]], 'cpu')
+    feats = torch.randn(6, 1, 60, 16, dtype=torch.float64)
+    q = torch.randn(1, bev * bev, 16, dtype=torch.float64)
+    pos = torch.randn_like(q)
+    prev = torch.randn_like(q)
+    l2i = torch.tensor(ring_lidar2img(h, w))[None]
+    shp = torch.tensor([[[h, w]] * 6], dtype=torch.float64)
+    args = (q, feats, shapes, start, bev, bev, pos, l2i, shp, (h, w), prev,
+            torch.tensor([True]), torch.tensor([[0.01, -0.02]], dtype=torch.float64))
+    out = enc(*args)
+    for layer in enc.layers:
+        layer.sca.dense = True
+    torch.testing.assert_close(enc(*args), out, rtol=1e-10, atol=1e-10)

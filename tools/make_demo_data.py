@@ -5,11 +5,15 @@
     python tools/make_demo_data.py --out data/demo --coco     # COCO only
     python tools/make_demo_data.py --out data/demo --ade --num-train 32 \
         --num-val 8 --size 128 128 --seed 0 --force
+    python tools/make_demo_data.py --out data/demo --nuscenes --frames-per-scene 16 \
+        --cam-size 320 180      # nuScenes format (v1.0-mini tables, 6 cameras)
 
 Writes ``<out>/coco`` (mmdet ``data_root``: ``train2017/``, ``val2017/``,
 ``annotations/instances_{train,val}2017.json``) and ``<out>/ade`` (mmseg
 ``data_root``: ``<out>/ade/ADEChallengeData2016``).  Existing data generated
-with the same parameters is reused unless ``--force`` is given.
+with the same parameters is reused unless ``--force`` is given.  ``--nuscenes``
+writes ``<out>/nuscenes`` instead (the BEV demo: v1.0-mini tables, six
+camera images per frame, 10 scenes) and its BEVFormer info files.
 """
 import argparse
 import os
@@ -36,6 +40,13 @@ def parse_args(argv=None):
     p.add_argument('--num-val', type=int, default=16)
     p.add_argument('--size', type=int, nargs=2, default=(128, 128),
                    metavar=('H', 'W'), help='image height and width')
+    p.add_argument('--nuscenes', action='store_true',
+                   help='generate the nuScenes-format BEV dataset (and its info files) '
+                   'instead of COCO / ADE20K')
+    p.add_argument('--frames-per-scene', type=int, default=16,
+                   help='nuScenes: key frames per scene (10 scenes)')
+    p.add_argument('--cam-size', type=int, nargs=2, default=(320, 180), metavar=('W', 'H'),
+                   help='nuScenes: camera image width and height')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--force', action='store_true',
                    help='regenerate even if up-to-date data exists')
@@ -49,6 +60,19 @@ def main(argv=None):
                   img_size=tuple(args.size), seed=args.seed,
                   force=args.force)
     out = os.path.abspath(args.out)
+    if args.nuscenes:
+        from mmvisbackbones.datasets import create_nuscenes_infos, make_nuscenes_demo
+        root = os.path.join(out, 'nuscenes')
+        s = make_nuscenes_demo(root, frames_per_scene=args.frames_per_scene,
+                               img_size=tuple(args.cam_size), seed=args.seed, force=args.force)
+        state = 'wrote' if s['generated'] else 'up to date, kept'
+        print(f"[nuscenes] {state} {root}: {s['num_train_samples']} train / "
+              f"{s['num_val_samples']} val frames x 6 cameras "
+              f"({args.cam_size[0]}x{args.cam_size[1]}), {s['num_annotations']} boxes")
+        infos = create_nuscenes_infos(root, version='v1.0-mini')
+        for split in ('train', 'val'):
+            print(f'[nuscenes]   {infos[split]}')
+        return 0
     if both or args.coco:
         s = make_coco_demo(os.path.join(out, 'coco'), **kwargs)
         state = 'wrote' if s['generated'] else 'up to date, kept'
