@@ -1,57 +1,23 @@
 # BEVFormer-small recipe on nuScenes: BEV 150x150, 3 encoder layers, 1 feature level (stride 32),
 # images at 0.8x, a queue of 3 frames.
-# Upstream (nuScenes val, ResNet-101-DCN): 47.9 NDS / 37.0 mAP).
+# Upstream (nuScenes val, ResNet-101-DCN): 47.9 NDS / 37.0 mAP.
 # The backbone here is VMamba-T; the per-backbone configs replace it.
-_base_ = ['./bevformer_nus_common.py']
+# Everything not set here is the tiny recipe (./bevformer-tiny_nus.py).
+_base_ = ['./bevformer-tiny_nus.py']
 
 point_cloud_range = {{_base_.point_cloud_range}}
 class_names = {{_base_.class_names}}
 meta_keys = {{_base_.meta_keys}}
-embed_dims = 256
-ffn_dims = embed_dims * 2
 bev_h = bev_w = 150
 num_levels = 1
 queue_length = 3
 img_scale = 0.8
 
 model = dict(
-    type='BEVFormer',
-    use_grid_mask=True,
-    video_test_mode=True,
-    num_cams=6,
-    data_preprocessor=dict(type='BEVFormerDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
-    backbone=dict(type='VMamba', arch='tiny', out_indices=(3, ), drop_path_rate=0.2,
-                  frozen_stages=-1,
-                  init_cfg=dict(type='Pretrained',
-                                checkpoint='checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth')),
-    neck=dict(type='mmdet.FPN', in_channels=[768], out_channels=embed_dims, start_level=0,
-              add_extra_convs='on_output', num_outs=num_levels, relu_before_extra_convs=True),
     pts_bbox_head=dict(
-        type='BEVFormerHead',
-        bev_h=bev_h, bev_w=bev_w, num_query=900, num_classes=10, embed_dims=embed_dims,
-        code_size=10, code_weights=[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2],
-        transformer=dict(
-            num_cams=6, num_feature_levels=num_levels, rotate_prev_bev=True, use_shift=True,
-            use_can_bus=True, use_cams_embeds=True,
-            encoder=dict(num_layers=3, pc_range=point_cloud_range, num_points_in_pillar=4,
-                         layer=dict(num_heads=8, tsa_points=4, sca_points=8,
-                                    ffn_dims=ffn_dims, dropout=0.1)),
-            decoder=dict(num_layers=6, layer=dict(num_heads=8, num_points=4,
-                                                  ffn_dims=ffn_dims, dropout=0.1))),
-        bbox_coder=dict(type='NMSFreeCoder',
-                        post_center_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0],
-                        max_num=300, num_classes=10),
-        positional_encoding=dict(type='mmdet.LearnedPositionalEncoding',
-                                 num_feats=embed_dims // 2, row_num_embed=bev_h,
-                                 col_num_embed=bev_w),
-        loss_cls=dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
-                      loss_weight=2.0),
-        loss_bbox=dict(type='mmdet.L1Loss', loss_weight=0.25)),
-    train_cfg=dict(pts=dict(assigner=dict(
-        type='HungarianAssigner3D',
-        cls_cost=dict(type='mmdet.FocalLossCost', weight=2.0),
-        reg_cost=dict(type='BBox3DL1Cost', weight=0.25)))))
+        bev_h=bev_h, bev_w=bev_w,
+        transformer=dict(num_feature_levels=num_levels),
+        positional_encoding=dict(row_num_embed=bev_h, col_num_embed=bev_w)))
 
 train_pipeline = [
     dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6),

@@ -1,6 +1,6 @@
 # BEVFormer-tiny recipe on nuScenes: BEV 50x50, 3 encoder layers, 1 feature level (stride 32),
 # images at 0.5x, a queue of 3 frames.
-# Upstream (nuScenes val, ResNet-50): 35.4 NDS / 25.2 mAP).
+# Upstream (nuScenes val, ResNet-50): 35.4 NDS / 25.2 mAP.
 # The backbone here is VMamba-T; the per-backbone configs replace it.
 _base_ = ['./bevformer_nus_common.py']
 
