@@ -6,7 +6,7 @@
 # NuScenesMetric (the real nuscenes-devkit): NDS and mAP before and after.
 # Idempotent: a second run reuses the venv, pip's wheel cache and the data.
 #
-#   BEV_DEMO_EPOCHS=24 bash tools/run_bev_demo.sh     # longer schedule
+#   BEV_DEMO_EPOCHS=32 bash tools/run_bev_demo.sh     # longer schedule
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -16,7 +16,7 @@ bash tools/setup_env.sh
 
 CONFIG=configs/demo/bevformer_vmamba-demo_nus-demo.py
 WORK=${BEV_DEMO_WORK_DIR:-work_dirs/demo_bevformer}
-EPOCHS=${BEV_DEMO_EPOCHS:-12}
+EPOCHS=${BEV_DEMO_EPOCHS:-16}
 
 mkdir -p "$(dirname "$WORK")"
 python tools/make_demo_data.py --out data/demo --nuscenes --frames-per-scene 16 --cam-size 320 180
