@@ -61,8 +61,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -76,6 +74,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mmvisbackbones.detectors.bevformer.geometry import (  # noqa: E402
     bev_reference_points_3d, project_reference_points)
 from mmvisbackbones.detectors.bevformer.transformer import BEVFormerEncoder  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the same timing / memory / machine helpers as the routed-attention benchmark
+from bench_biformer_memory import cpu_name, peak_rss_bytes, sync  # noqa: E402
 
 PC_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
 EMBED, FFN, HEADS, SCA_POINTS, TSA_POINTS, PILLAR = 256, 512, 8, 8, 4, 4
@@ -205,14 +207,6 @@ def build(case, dense, device, dtype, uniform_focal=False):
 GRAD_INPUTS = ('bev_query', 'feats', 'bev_pos')
 
 
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
-def peak_rss_bytes():
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if platform.system() == 'Darwin' else r * 1024
 
 
 def make_call(enc, kw, mode):
@@ -295,16 +289,6 @@ def check(case, device, dtype, uniform_focal):
     res['grad_max'] = gm
     return res
 
-
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions():

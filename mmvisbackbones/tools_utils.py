@@ -80,9 +80,10 @@ DATA_HELP = {
                 'beside them, made by `python tools/create_nuscenes_infos.py --root '
                 'data/nuscenes --version v1.0-trainval` (v1.0-mini for the mini split).'),
 }
+_COCO_ADE_DEMO = '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/'
 DEMO_HELP = {
-    'mmdet': '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/',
-    'mmseg': '`python tools/make_demo_data.py --out data/demo` with the configs in configs/demo/',
+    'mmdet': _COCO_ADE_DEMO,
+    'mmseg': _COCO_ADE_DEMO,
     'mmdet3d': '`bash tools/run_bev_demo.sh` (generated nuScenes-format data in data/demo/nuscenes)',
 }
 

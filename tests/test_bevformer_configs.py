@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from mmengine.config import Config
 
 pytest.importorskip('mmdet3d')

@@ -17,40 +17,26 @@ queue_length = 2
 img_scale = 0.5
 point_cloud_range = {{_base_.point_cloud_range}}
 
+# the tiny recipe's model with CPU-sized settings (losses, matching and the
+# box coder stay the recipe's)
 model = dict(
-    _delete_=True,
-    type='BEVFormer',
     use_grid_mask=False,
-    video_test_mode=True,
-    num_cams=6,
-    data_preprocessor=dict(type='BEVFormerDataPreprocessor', bgr_to_rgb=True,
-                           pad_size_divisor=32),
-    backbone=dict(type='VMamba',
+    backbone=dict(_delete_=True, type='VMamba',
                   arch=dict(depths=(1, 1, 2, 1), dims=32, ssm_ratio=1.0, d_state=1,
                             mlp_ratio=2.0, drop_path_rate=0.0),
                   out_indices=(1, 2)),
-    neck=dict(type='mmdet.FPN', in_channels=[64, 128], out_channels=embed_dims,
-              num_outs=num_levels),
+    neck=dict(in_channels=[64, 128], out_channels=embed_dims, num_outs=num_levels),
     pts_bbox_head=dict(
-        type='BEVFormerHead', bev_h=bev_h, bev_w=bev_w, num_query=100, num_classes=10,
-        embed_dims=embed_dims,
+        bev_h=bev_h, bev_w=bev_w, num_query=100, embed_dims=embed_dims,
         transformer=dict(
-            num_cams=6, num_feature_levels=num_levels,
-            encoder=dict(num_layers=2, pc_range=point_cloud_range, num_points_in_pillar=4,
-                         layer=dict(num_heads=4, tsa_points=4, sca_points=8,
-                                    ffn_dims=2 * embed_dims, dropout=0.0)),
-            decoder=dict(num_layers=3, layer=dict(num_heads=4, num_points=4,
-                                                  ffn_dims=2 * embed_dims, dropout=0.0))),
-        bbox_coder=dict(type='NMSFreeCoder',
-                        post_center_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0],
-                        max_num=100, num_classes=10),
-        positional_encoding=dict(type='mmdet.LearnedPositionalEncoding',
-                                 num_feats=embed_dims // 2, row_num_embed=bev_h,
-                                 col_num_embed=bev_w)),
-    train_cfg=dict(pts=dict(assigner=dict(
-        type='HungarianAssigner3D',
-        cls_cost=dict(type='mmdet.FocalLossCost', weight=2.0),
-        reg_cost=dict(type='BBox3DL1Cost', weight=0.25)))))
+            num_feature_levels=num_levels,
+            encoder=dict(num_layers=2, layer=dict(num_heads=4, ffn_dims=2 * embed_dims,
+                                                  dropout=0.0)),
+            decoder=dict(num_layers=3, layer=dict(num_heads=4, ffn_dims=2 * embed_dims,
+                                                  dropout=0.0))),
+        bbox_coder=dict(max_num=100),
+        positional_encoding=dict(num_feats=embed_dims // 2, row_num_embed=bev_h,
+                                 col_num_embed=bev_w)))
 
 train_pipeline = [
     dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6),
@@ -62,18 +48,13 @@ train_pipeline = [
     dict(type='Pack3DDetInputs', keys=['img', 'gt_bboxes_3d', 'gt_labels_3d'],
          meta_keys={{_base_.meta_keys}}),
 ]
-test_pipeline = [
-    dict(type='LoadMultiViewImageFromFiles', to_float32=True, num_views=6),
-    dict(type='MultiViewImageScale', scale=img_scale),
-    dict(type='Pack3DDetInputs', keys=['img'], meta_keys={{_base_.meta_keys}}),
-]
 train_dataloader = dict(
     batch_size=2, num_workers=1, persistent_workers=True,
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline,
                  queue_length=queue_length))
 val_dataloader = dict(
     batch_size=1, num_workers=1, persistent_workers=True,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, metainfo=metainfo))       # the recipe's test pipeline
 test_dataloader = val_dataloader
 val_evaluator = dict(data_root=data_root,
                      ann_file=data_root + 'nuscenes_infos_temporal_val.pkl')

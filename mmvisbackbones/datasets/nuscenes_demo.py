@@ -80,13 +80,15 @@ Layout::
 """
 import colorsys
 import hashlib
-import json
 import math
 import os
-import re
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+# the file helpers and stamp file of the COCO / ADE20K demo data
+from .demo_data import (META_FILE, _atomic_write_bytes, _read_stamp, _remove_stale,
+                        _save_jpg, _save_png, _write_json)
 
 __all__ = ['FORMAT_VERSION', 'VERSION', 'CAMERAS', 'DETECTION_CLASSES',
            'CLASS_COLORS', 'CATEGORY_OF_CLASS', 'MINI_TRAIN_SCENES',
@@ -99,8 +101,6 @@ FORMAT_VERSION = 1
 #: Table version written (the devkit's ``version`` argument).
 VERSION = 'v1.0-mini'
 
-META_FILE = '.demo_meta.json'
-JPEG_QUALITY = 95
 
 #: Camera channels in mmdet3d / BEVFormer order.
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK',
@@ -702,39 +702,6 @@ def _lidar_points(rng, lidar_pose, boxes):
 # --------------------------------------------------------------------------
 # file helpers
 # --------------------------------------------------------------------------
-def _atomic_write_bytes(path, data):
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _write_json(path, obj):
-    _atomic_write_bytes(path, json.dumps(obj, indent=0).encode('utf-8'))
-
-
-def _save_jpg(path, arr):
-    tmp = path + '.tmp'
-    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(
-        tmp, format='JPEG', quality=JPEG_QUALITY)
-    os.replace(tmp, path)
-
-
-def _save_png(path, arr):
-    tmp = path + '.tmp'
-    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(
-        tmp, format='PNG')
-    os.replace(tmp, path)
-
-
-def _read_stamp(root):
-    try:
-        with open(os.path.join(root, META_FILE), 'r', encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _norm_img_size(img_size):
     if isinstance(img_size, int):
         img_size = (img_size, img_size * 9 // 16)
@@ -742,17 +709,6 @@ def _norm_img_size(img_size):
     if w < 32 or h < 18:
         raise ValueError(f'img_size (W, H) too small: {img_size}')
     return w, h
-
-
-def _remove_stale(directory, pattern, keep):
-    """Delete files in ``directory`` matching our own naming ``pattern``
-    that are not in ``keep``; never touches anything else."""
-    if not os.path.isdir(directory):
-        return
-    regex = re.compile(pattern)
-    for name in sorted(os.listdir(directory)):
-        if regex.fullmatch(name) and name not in keep:
-            os.remove(os.path.join(directory, name))
 
 
 # --------------------------------------------------------------------------
@@ -1044,7 +1000,7 @@ def make_nuscenes_demo(root, frames_per_scene=8, img_size=(320, 180), seed=0,
                       r'n0\d\d-[0-9-]+[+-]\d{4}__' + ch + r'__\d+' + ext,
                       keep[ch])
     for t in _TABLES:
-        _write_json(os.path.join(table_dir, t + '.json'), tables[t])
+        _write_json(os.path.join(table_dir, t + '.json'), tables[t], indent=0)
 
     stats = dict(
         num_scenes=len(plan),
@@ -1056,5 +1012,5 @@ def make_nuscenes_demo(root, frames_per_scene=8, img_size=(320, 180), seed=0,
         num_images=len(CAMERAS) * (n_samples['train'] + n_samples['val']),
         class_counts=class_counts, val_class_counts=val_class_counts)
     _write_json(stamp_path, dict(params=params, stats=stats,
-                                 map_file=map_file))
+                                 map_file=map_file), indent=0)
     return summary(stats, True)

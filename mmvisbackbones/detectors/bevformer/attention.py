@@ -46,17 +46,22 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
                                                attention_weights)
 
 
-def _grid_offset_bias(num_heads, num_levels, num_points, repeat_per_point=None):
-    """Upstream's sampling-offset bias init: head h points in direction
-    2*pi*h/heads, point k at distance k+1 (per level)."""
-    thetas = torch.arange(num_heads, dtype=torch.float32) * (2.0 * math.pi / num_heads)
+def _init_sampling(m, num_levels):
+    """Upstream's init of a deformable attention's sampling layers: zero
+    offset weights with a bias that puts head h in direction 2*pi*h/heads
+    and point k at distance k+1 (for each of ``num_levels`` levels), uniform
+    attention weights, Xavier value projection."""
+    H, P = m.num_heads, m.num_points
+    constant_init(m.sampling_offsets, 0.)
+    thetas = torch.arange(H, dtype=torch.float32) * (2.0 * math.pi / H)
     grid = torch.stack([thetas.cos(), thetas.sin()], -1)
     grid = (grid / grid.abs().max(-1, keepdim=True)[0])
-    grid = grid.view(num_heads, 1, 1, 2).repeat(1, num_levels, num_points, 1)
-    per = repeat_per_point or num_points
-    for i in range(num_points):
-        grid[:, :, i, :] *= (i % per) + 1
-    return grid
+    grid = grid.view(H, 1, 1, 2).repeat(1, num_levels, P, 1)
+    for i in range(P):
+        grid[:, :, i, :] *= i + 1
+    m.sampling_offsets.bias.data = grid.view(-1)
+    constant_init(m.attention_weights, val=0., bias=0.)
+    xavier_init(m.value_proj, distribution='uniform', bias=0.)
 
 
 class TemporalSelfAttention(BaseModule):
@@ -88,12 +93,7 @@ class TemporalSelfAttention(BaseModule):
         self.init_weights()
 
     def init_weights(self):
-        constant_init(self.sampling_offsets, 0.)
-        grid = _grid_offset_bias(self.num_heads, self.num_levels * self.num_bev_queue,
-                                 self.num_points)
-        self.sampling_offsets.bias.data = grid.view(-1)
-        constant_init(self.attention_weights, val=0., bias=0.)
-        xavier_init(self.value_proj, distribution='uniform', bias=0.)
+        _init_sampling(self, self.num_levels * self.num_bev_queue)
         xavier_init(self.output_proj, distribution='uniform', bias=0.)
 
     def forward(self, query, value=None, prev_valid=None, query_pos=None,
@@ -150,11 +150,7 @@ class MSDeformableAttention3D(BaseModule):
         self.init_weights()
 
     def init_weights(self):
-        constant_init(self.sampling_offsets, 0.)
-        grid = _grid_offset_bias(self.num_heads, self.num_levels, self.num_points)
-        self.sampling_offsets.bias.data = grid.view(-1)
-        constant_init(self.attention_weights, val=0., bias=0.)
-        xavier_init(self.value_proj, distribution='uniform', bias=0.)
+        _init_sampling(self, self.num_levels)
 
     def forward(self, query, value, reference_points, spatial_shapes, level_start_index):
         """query ``(B, Q, C)``, value ``(B, V, C)``, reference_points

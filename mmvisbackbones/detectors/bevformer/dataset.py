@@ -14,6 +14,8 @@ import torch
 from mmdet3d.datasets import NuScenesDataset
 from mmdet3d.registry import DATASETS
 
+from .transforms import compose_lidar2img
+
 __all__ = ['BEVFormerNuScenesDataset']
 
 _TEMPORAL_KEYS = ('can_bus', 'scene_token', 'frame_idx', 'prev')
@@ -98,26 +100,23 @@ class BEVFormerNuScenesDataset(NuScenesDataset):
             raise ValueError(
                 f'sample {token}: info has {len(images)} cameras '
                 f'({list(images)}) but num_cams={self.num_cams}')
-        lidar2img, cam_names = [], []
         for cam, cam_info in images.items():
             lacking = [k for k in ('cam2img', 'lidar2cam')
                        if k not in cam_info]
             if lacking:
                 raise ValueError(
                     f'sample {token}: camera {cam} has no {lacking}; {_HOW}')
-            k = np.eye(4)
-            cam2img = np.asarray(cam_info['cam2img'], dtype=np.float64)
-            k[:cam2img.shape[0], :cam2img.shape[1]] = cam2img
-            lidar2img.append(
-                k @ np.asarray(cam_info['lidar2cam'], dtype=np.float64))
-            cam_names.append(cam)
+        cam_names = list(images)
+        lidar2img = compose_lidar2img(
+            [images[c]['cam2img'] for c in cam_names],
+            [images[c]['lidar2cam'] for c in cam_names])
         can_bus = np.asarray(info['can_bus'], dtype=np.float64)
         if can_bus.shape != (18, ):
             raise ValueError(f'sample {token}: can_bus must have 18 values, '
                              f'got shape {can_bus.shape}; {_HOW}')
 
         data_info = super().parse_data_info(info)
-        data_info['lidar2img'] = np.stack(lidar2img)
+        data_info['lidar2img'] = lidar2img
         data_info['cam_names'] = cam_names
         data_info['can_bus'] = can_bus
         data_info['scene_token'] = info['scene_token']

@@ -3,7 +3,7 @@
 frame queue (no grad, eval mode, restarted at scene changes) and the
 test-time temporal state."""
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -109,17 +109,24 @@ class GridMask(nn.Module):
         return x * x.new_tensor(keep)
 
 
+def _require_geometry(meta: dict):
+    """An error naming the sample and the key when ``lidar2img`` or
+    ``can_bus`` is missing from its metainfo."""
+    for key in ('lidar2img', 'can_bus'):
+        if meta.get(key) is None:
+            tok = meta.get('token', meta.get('sample_idx', '?'))
+            raise KeyError(f'BEVFormer: sample {tok} has no {key!r} in its metainfo; add it '
+                           'to Pack3DDetInputs\' meta_keys and make the infos with '
+                           'tools/create_nuscenes_infos.py')
+
+
 def _meta_geometry(metas: Sequence[dict], num_cams: int, device, pad_shape) -> dict:
     """Stack per-sample lidar2img / image shapes / can_bus into tensors, with
     errors that name what is missing."""
     l2i, shapes, can = [], [], []
     for m in metas:
+        _require_geometry(m)
         tok = m.get('token', m.get('sample_idx', '?'))
-        for key in ('lidar2img', 'can_bus'):
-            if m.get(key) is None:
-                raise KeyError(f'BEVFormer: sample {tok} has no {key!r} in its metainfo; add it '
-                               'to Pack3DDetInputs\' meta_keys and make the infos with '
-                               'tools/create_nuscenes_infos.py')
         mat = np.asarray(m['lidar2img'], dtype=np.float64)
         if mat.shape != (num_cams, 4, 4):
             raise ValueError(f'BEVFormer: sample {tok} has lidar2img of shape {mat.shape}, '
@@ -252,8 +259,7 @@ class BEVFormer(Base3DDetector):
                 metas = [q[i] for q in queue_metas]
                 geo = self._geometry(metas, pad_shape, imgs_queue.device)
                 valid = self._prev_valid(metas, imgs_queue.device)
-                prev_bev = self.pts_bbox_head(lvl, geo, prev_bev if i > 0 else None,
-                                              valid if i > 0 else None, only_bev=True)
+                prev_bev = self.pts_bbox_head(lvl, geo, prev_bev, valid, only_bev=True)
         finally:
             self.train(was_training)
         return prev_bev
@@ -281,8 +287,7 @@ class BEVFormer(Base3DDetector):
             prev_bev = self.obtain_history_bev(img[:, :-1], queue_metas, pad_shape)
         feats = self.extract_img_feat(img[:, -1])
         geo = self._geometry(metas, pad_shape, img.device)
-        valid = self._prev_valid(metas, img.device) if prev_bev is not None else None
-        outs = self.pts_bbox_head(feats, geo, prev_bev, valid)
+        outs = self.pts_bbox_head(feats, geo, prev_bev, self._prev_valid(metas, img.device))
         gts = [s.gt_instances_3d for s in batch_data_samples]
         return self.pts_bbox_head.loss_by_feat(outs, gts)
 
@@ -315,17 +320,10 @@ class BEVFormer(Base3DDetector):
         # frames of one scene may share a batch: run them in order, each
         # seeing the BEV of the one before
         for b, meta in enumerate(metas):
-            for key in ('can_bus', 'lidar2img'):
-                if meta.get(key) is None:
-                    raise KeyError(f'BEVFormer: sample {meta.get("token", b)} has no {key!r} '
-                                   'in its metainfo')
+            _require_geometry(meta)
             can_bus, pos, angle, prev_bev = self._temporal_can_bus(meta)
-            m = dict(meta, can_bus=can_bus)
-            geo = self._geometry([m], pad_shape, img.device)
-            lvl = [f[b:b + 1] for f in feats]
-            valid = None if prev_bev is None else torch.ones(1, dtype=torch.bool,
-                                                             device=img.device)
-            outs = self.pts_bbox_head(lvl, geo, prev_bev, valid)
+            geo = self._geometry([dict(meta, can_bus=can_bus)], pad_shape, img.device)
+            outs = self.pts_bbox_head([f[b:b + 1] for f in feats], geo, prev_bev)
             results += self.pts_bbox_head.predict_by_feat(outs)
             if self.video_test_mode and meta.get('token') is not None:
                 self._history[meta['token']] = (outs['bev_embed'].detach(), pos, angle,

@@ -69,8 +69,6 @@ def project_reference_points(ref_3d: torch.Tensor, pc_range: Sequence[float],
     pc = ref_3d.new_tensor(pc_range)
     pts = ref_3d * (pc[3:6] - pc[0:3]) + pc[0:3]                     # metres
     pts = torch.cat((pts, torch.ones_like(pts[..., :1])), -1)        # (bs, D, Q, 4)
-    bs, D, Q, _ = pts.shape
-    N = lidar2img.shape[1]
     l2i = lidar2img.to(pts.dtype)
     cam = torch.einsum('bnij,bdqj->nbqdi', l2i, pts)                # (N, bs, Q, D, 4)
     depth = cam[..., 2:3]

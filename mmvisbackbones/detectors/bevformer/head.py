@@ -93,8 +93,7 @@ class BEVFormerHead(BaseModule):
         self.query_embedding = nn.Embedding(num_query, embed_dims * 2)
 
     def init_weights(self):
-        super().init_weights()
-        self.transformer.init_weights()
+        super().init_weights()           # the transformer's init_weights included
         bias = bias_init_with_prob(0.01)
         for m in self.cls_branches:
             nn.init.constant_(m[-1].bias, bias)
@@ -167,7 +166,6 @@ class BEVFormerHead(BaseModule):
 
     def loss_single(self, cls_scores, bbox_preds, gt_boxes_list, gt_labels_list):
         """Losses of one decoder layer; cls_scores ``(bs, nq, C)``."""
-        bs = cls_scores.shape[0]
         (labels, label_weights, bbox_targets, bbox_weights, num_pos, _) = multi_apply(
             self._targets_single, list(cls_scores.detach()), list(bbox_preds.detach()),
             gt_boxes_list, gt_labels_list)

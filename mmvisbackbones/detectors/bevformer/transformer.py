@@ -15,10 +15,9 @@ from mmcv.ops import MultiScaleDeformableAttention
 from mmengine.model import BaseModule, xavier_init
 from mmdet.models.layers.transformer import inverse_sigmoid
 
-from .attention import MSDeformableAttention3D, SpatialCrossAttention, TemporalSelfAttention
+from .attention import SpatialCrossAttention, TemporalSelfAttention
 from .geometry import (bev_reference_points_2d, bev_reference_points_3d,
-                       bev_shift_from_can_bus, project_reference_points, rotate_bev,
-                       rotate_center)
+                       bev_shift_from_can_bus, project_reference_points, rotate_bev)
 
 __all__ = ['BEVFormerEncoderLayer', 'BEVFormerEncoder', 'BEVFormerDecoderLayer',
            'BEVFormerDecoder', 'PerceptionTransformer']
@@ -197,10 +196,6 @@ class PerceptionTransformer(BaseModule):
         for m in self.can_bus_mlp:
             if isinstance(m, nn.Linear):
                 xavier_init(m, distribution='uniform', bias=0.)
-        for m in self.modules():
-            if isinstance(m, (TemporalSelfAttention, MSDeformableAttention3D,
-                              MultiScaleDeformableAttention)):
-                m.init_weights()
 
     def flatten_features(self, mlvl_feats: List[torch.Tensor]):
         """``[(bs, N, C, h, w)] * L`` -> ``(N, bs, V, C)`` with camera and
@@ -236,8 +231,7 @@ class PerceptionTransformer(BaseModule):
         shift = bev_shift_from_can_bus(can_bus, bev_h, bev_w, real_h, real_w,
                                        self.lidar_yaw_deg) * float(self.use_shift)
         if prev_bev is not None and self.rotate_prev_bev:
-            prev_bev = rotate_bev(prev_bev, can_bus[:, -1], bev_h, bev_w,
-                                  rotate_center(bev_h, bev_w))
+            prev_bev = rotate_bev(prev_bev, can_bus[:, -1], bev_h, bev_w)
         bev_queries = bev_queries + self.can_bus_mlp(can_bus)[:, None, :] * float(
             self.use_can_bus)
         feats, spatial_shapes, level_start = self.flatten_features(mlvl_feats)

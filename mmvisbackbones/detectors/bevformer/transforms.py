@@ -4,7 +4,19 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet3d.registry import TRANSFORMS
 
-__all__ = ['MultiViewImageScale']
+__all__ = ['MultiViewImageScale', 'compose_lidar2img']
+
+
+def compose_lidar2img(cam2imgs, lidar2cams) -> np.ndarray:
+    """``(N, 4, 4)`` float64: each camera's intrinsics (3x3 or 4x4, padded
+    to 4x4) times its LiDAR-to-camera transform."""
+    mats = []
+    for k, l2c in zip(cam2imgs, lidar2cams):
+        pad = np.eye(4)
+        k = np.asarray(k, dtype=np.float64)
+        pad[:k.shape[0], :k.shape[1]] = k
+        mats.append(pad @ np.asarray(l2c, dtype=np.float64))
+    return np.stack(mats)
 
 
 @TRANSFORMS.register_module()
@@ -37,16 +49,6 @@ class MultiViewImageScale(BaseTransform):
         self.scale = float(scale)
         self.interpolation = interpolation
 
-    @staticmethod
-    def _lidar2img(results):
-        mats = []
-        for k, l2c in zip(results['cam2img'], results['lidar2cam']):
-            pad = np.eye(4)
-            k = np.asarray(k, dtype=np.float64)
-            pad[:k.shape[0], :k.shape[1]] = k
-            mats.append(pad @ np.asarray(l2c, dtype=np.float64))
-        return np.stack(mats)
-
     def transform(self, results):
         imgs = results['img']
         if not isinstance(imgs, (list, tuple)):
@@ -55,7 +57,7 @@ class MultiViewImageScale(BaseTransform):
         if 'lidar2img' in results:
             lidar2img = np.array(results['lidar2img'], dtype=np.float64)
         elif 'cam2img' in results and 'lidar2cam' in results:
-            lidar2img = self._lidar2img(results)
+            lidar2img = compose_lidar2img(results['cam2img'], results['lidar2cam'])
         else:
             lidar2img = None
         cam2img = results.get('cam2img')
