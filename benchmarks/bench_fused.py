@@ -15,8 +15,11 @@ printed next to the measurement, never asserted.
 
     python benchmarks/bench_fused.py                      # GPU: triton backend
     python benchmarks/bench_fused.py --device cpu --quick # CPU: torch backend
+    python benchmarks/bench_fused.py --cases 'ss2d vmamba-t s[12] 1280x800,bidir vim-s 1248' --json f.json
 """
 import argparse
+import fnmatch
+import json
 import math
 import os
 import os.path as osp
@@ -40,6 +43,8 @@ def ss2d_cases(quick):
     imgs = [(256, 256)] if quick else [(512, 512), (1280, 800)]
     archs = ['t'] if quick else ['t', 's', 'b']
     stages = [2, 3] if quick else [0, 1, 2, 3]
+    if quick:  # a seconds-long case for dry runs (tools/dev/gpu_suite.py)
+        yield 'ss2d vmamba-t s4 64x64', dict(P=768, H=2, W=2)
     for a in archs:
         dims, ratio = VMAMBA[a]
         for w, h in imgs:
@@ -49,8 +54,21 @@ def ss2d_cases(quick):
 
 
 def vim_cases(quick):
-    for img in ([224] if quick else [224, 1248]):
+    for img in ([64, 224] if quick else [224, 1248]):
         yield f'bidir vim-s {img}', dict(P=768, L=(img // 16)**2 + 1)
+
+
+def select(todo, patterns):
+    """The entries of ``todo`` (``name`` first) whose name matches one of the
+    comma-separated globs in ``patterns`` (all when ``patterns`` is empty)."""
+    if not patterns:
+        return todo
+    pats = [p.strip() for p in patterns.split(',') if p.strip()]
+    for pat in pats:
+        if not any(fnmatch.fnmatchcase(t[0], pat) for t in todo):
+            raise SystemExit(f'bench_fused: no case matches {pat!r}; cases are '
+                             f'{[t[0] for t in todo]}')
+    return [t for t in todo if any(fnmatch.fnmatchcase(t[0], p) for p in pats)]
 
 
 def ss2d_inputs(P, H, W, dtype, device, batch=2, N=1):
@@ -128,6 +146,10 @@ def main(argv=None):
     p.add_argument('--backend', default=None,
                    help='scan backend (default: triton on cuda, torch on cpu)')
     p.add_argument('--quick', action='store_true', help='small subset (CPU)')
+    p.add_argument('--cases', help='comma-separated case names or globs (quoted: names '
+                   "have spaces), e.g. 'ss2d vmamba-t s1 *,bidir vim-s 1248'")
+    p.add_argument('--json', metavar='OUT', help='also write the results as JSON '
+                   '(rewritten after every case)')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--iters', type=int, default=10)
     p.add_argument('--max-seconds', type=float, default=5.0)
@@ -142,22 +164,36 @@ def main(argv=None):
     print('\n'.join(f'- {k}: {v}' for k, v in info.items()))
     print(f'- scan backend: {backend}\n')
     rows = []
-    todo = [(n, ss2d_inputs(**c, dtype=dtype, device=device), ss2d_fused, ss2d_unfused)
-            for n, c in ss2d_cases(args.quick)]
-    todo += [(n, bidir_inputs(**c, dtype=dtype, device=device), bidir_fused, bidir_unfused)
-             for n, c in vim_cases(args.quick)]
-    for name, ins, fused, unfused in todo:
+    doc = {'header': dict(info, backend=backend), 'target_ss2d_speedup': TARGET_SS2D_SPEEDUP,
+           'results': []}
+    # inputs are made one case at a time: the 1280x800 ones are large
+    todo = [(n, c, ss2d_inputs, ss2d_fused, ss2d_unfused) for n, c in ss2d_cases(args.quick)]
+    todo += [(n, c, bidir_inputs, bidir_fused, bidir_unfused) for n, c in vim_cases(args.quick)]
+    todo = select(todo, args.cases)
+    for name, cfg, make, fused, unfused in todo:
         print(f'[bench_fused] {name}', file=sys.stderr, flush=True)
+        res = {'case': name, 'shape': cfg}
         try:
+            ins = make(**cfg, dtype=dtype, device=device)
             ff, ffb, fmem = measure(lambda i: fused(i, backend), ins, timer, device)
             uf, ufb, umem = measure(lambda i: unfused(i, backend), ins, timer, device)
         except Exception as e:  # noqa: BLE001 - report, keep going
+            res['error'] = f'{type(e).__name__}: {str(e)[:200]}'
             rows.append([name, f'failed: {type(e).__name__}: {str(e)[:80]}'] + [''] * 7)
-            continue
-        mem = (f'{fmem:.0f} / {umem:.0f}' if fmem is not None else 'n/a (CPU)')
-        rows.append([name, f'{ff:.3f}', f'{uf:.3f}', f'{uf / ff:.2f}', f'{ffb:.3f}',
-                     f'{ufb:.3f}', f'{ufb / ffb:.2f}', f'{ffb / ff:.2f}', mem])
-        del ins
+        else:
+            res.update(fused_fwd_ms=ff, unfused_fwd_ms=uf, fused_fwd_bwd_ms=ffb,
+                       unfused_fwd_bwd_ms=ufb, speedup_fwd=uf / ff, speedup_fwd_bwd=ufb / ffb,
+                       fused_fb_over_f=ffb / ff, fused_peak_mib=fmem, unfused_peak_mib=umem)
+            mem = (f'{fmem:.0f} / {umem:.0f}' if fmem is not None else 'n/a (CPU)')
+            rows.append([name, f'{ff:.3f}', f'{uf:.3f}', f'{uf / ff:.2f}', f'{ffb:.3f}',
+                         f'{ufb:.3f}', f'{ufb / ffb:.2f}', f'{ffb / ff:.2f}', mem])
+        ins = None
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        doc['results'].append(res)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(doc, f, indent=1)
     print(md_table(['case', 'fused fwd ms', 'unfused fwd ms', 'speed-up fwd', 'fused f+b ms',
                     'unfused f+b ms', 'speed-up f+b', 'fused (f+b)/f',
                     'peak MiB fused / unfused'], rows))

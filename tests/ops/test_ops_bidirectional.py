@@ -104,3 +104,41 @@ def test_bad_shapes(bad, msg):
     ins.update(bad)
     with pytest.raises(ValueError, match=msg):
         bidirectional_scan(**ins)
+
+
+
+def odd_stride_grad(shape):
+    """A contiguous gradient whose size-1 batch dimension has a stride other
+    than the canonical one, as autograd hands it to Vim's scan at batch 1."""
+    g = torch.randn(shape[1] * shape[2])
+    return g.as_strided(shape, (shape[2], shape[2], 1))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_views_and_batch_one(backend):
+    """``u`` and ``z`` as Vim passes them (channel slices of the transposed
+    ``(B, L, C)`` in_proj output), batch 1, and a gradient whose size-1
+    dimension has an odd stride: the Triton backward once rejected it."""
+    ins = make(Bt=1, L=9, seed=5)
+    P2 = ins['u'].shape[1]
+    dev = DEVICE if backend == 'triton' else 'cpu'
+    xz0 = torch.cat([ins['u'], ins['z']], 1).transpose(1, 2).contiguous()  # (1, L, 3P)
+    grad = odd_stride_grad((1, P2 // 2, 9))
+    assert grad.is_contiguous() and grad.stride(0) != grad.numel()
+
+    def run_views(fn, device, **kw):
+        xz = xz0.to(device).requires_grad_(True)
+        rest = {k: ins[k].to(device).requires_grad_(True)
+                for k in ('delta', 'A', 'B', 'C', 'D', 'delta_bias')}
+        u, z = xz.transpose(1, 2)[:, :P2], xz.transpose(1, 2)[:, P2:]
+        assert not u.is_contiguous() and not z.is_contiguous()
+        y = fn(u=u, z=z, **rest, **kw)
+        y.float().backward(grad.to(device))
+        return y.detach().cpu(), {'xz': xz.grad.cpu(),
+                                  **{k: v.grad.cpu() for k, v in rest.items()}}
+
+    ref = run_views(bidirectional_scan_naive, 'cpu')
+    got = run_views(bidirectional_scan, dev, backend=backend)
+    torch.testing.assert_close(got[0], ref[0], **FP32_TOL)
+    for k in ref[1]:
+        torch.testing.assert_close(got[1][k], ref[1][k], **FP32_TOL, msg=lambda m: f'{k}: {m}')

@@ -120,3 +120,37 @@ def test_float64_is_refused_clearly():
     ins = on_device(make_inputs(L=5, dtype=torch.float64))
     with pytest.raises(TypeError, match="'triton' supports float32.*float64"):
         selective_scan(**ins, backend='triton')
+
+
+
+@pytest.mark.parametrize('Bt', [1, 2])
+def test_views_and_odd_stride_grad(Bt):
+    """``u`` and ``z`` that are channel slices of a transposed ``(B, L, 2D)``
+    projection (Mamba's in_proj), and at batch 1 a contiguous gradient whose
+    size-1 dimension has a non-canonical stride (as autograd hands it to
+    Vim's scan): the backward once rejected that stride, which it never
+    uses."""
+    torch.manual_seed(3)
+    Dm, L, N = 6, 19, 3
+    base = torch.randn(Bt, L, 2 * Dm)
+    rest0 = dict(delta=torch.randn(Bt, Dm, L) * 0.5, A=-torch.exp(torch.randn(Dm, N)),
+                 B=torch.randn(Bt, 1, N, L), C=torch.randn(Bt, 1, N, L), D=torch.randn(Dm),
+                 delta_bias=torch.randn(Dm) * 0.3)
+    grad = torch.randn(Bt * Dm * L)
+    grad = grad.as_strided((Bt, Dm, L), (L if Bt == 1 else Dm * L, L, 1))
+    assert grad.is_contiguous()
+
+    def run(fn, device):
+        leaf = base.to(device).requires_grad_(True)
+        u, z = leaf.transpose(1, 2)[:, :Dm], leaf.transpose(1, 2)[:, Dm:]
+        rest = {k: v.to(device).requires_grad_(True) for k, v in rest0.items()}
+        y = fn(u=u, z=z, delta_softplus=True, **rest)
+        y.float().backward(grad.to(device))
+        return y.detach().cpu(), {'uz': leaf.grad.cpu(),
+                                  **{k: v.grad.cpu() for k, v in rest.items()}}
+
+    ref = run(selective_scan_naive, 'cpu')
+    got = run(triton_fn, DEVICE)
+    torch.testing.assert_close(got[0], ref[0], **FP32_TOL)
+    for k in ref[1]:
+        torch.testing.assert_close(got[1][k], ref[1][k], **FP32_TOL, msg=lambda m: f'{k}: {m}')

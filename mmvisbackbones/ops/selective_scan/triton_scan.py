@@ -307,6 +307,12 @@ def _blocks(Dm: int, N: int, L: int, P: int, tile_elems: int = _TILE_ELEMS):
     return block_d, block_n, block_l
 
 
+def _same_layout(a, b):
+    """Same shape and the same strides in every dimension of size > 1."""
+    return a.shape == b.shape and all(
+        sa == sb for sa, sb, n in zip(a.stride(), b.stride(), a.shape) if n > 1)
+
+
 def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
 
@@ -392,9 +398,10 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         dD = torch.empty((Bt, Dm), device=dev, dtype=torch.float32)
         dbias = torch.empty((Bt, Dm), device=dev, dtype=torch.float32)
         zz = z if z is not None else dout
-        # du is addressed with u's strides, dout / dz (and z) with dout's
-        assert du.stride() == u.stride() and (dz is None or dz.stride() == dout.stride())
-        assert z is None or z.stride() == dout.stride()
+        # du is addressed with u's strides and dz with dout's (z with its
+        # own); the stride of a size-1 dimension is never used (a contiguous
+        # dout of batch 1 may carry any, as autograd hands it to Vim)
+        assert _same_layout(du, u) and (dz is None or _same_layout(dz, dout))
         _ssm_bwd_kernel[(triton.cdiv(Dm, BD), Bt)](
             u, delta, A, B, C, D if D is not None else A, zz,
             delta_bias if delta_bias is not None else A, dout, states,
