@@ -4,8 +4,10 @@
 ``MODELS`` registry, so ``type='VMamba'`` builds from mmdet and mmseg configs
 (load it from any config with
 ``custom_imports=dict(imports=['mmvisbackbones'], allow_failed_imports=False)``).
-Needs only torch and mmengine; mmcv, mmdet and mmseg are needed by the
-configs and tools, not by the backbones.
+It also registers ``runner_type='MMVBRunner'`` (mmengine's Runner plus CPU
+distributed runs, atomic checkpoints and exact resume; see
+:mod:`mmvisbackbones.engine`).  Needs only torch and mmengine; mmcv, mmdet
+and mmseg are needed by the configs and tools, not by the backbones.
 """
 from .version import __version__
 from .utils.serialization import register_safe_globals
@@ -16,6 +18,7 @@ from .backbones import (BaseBackbone, BiFormer, MLLA, PVTv2, Swin, Vim, VisionRW
                         convert_vision_rwkv_checkpoint, convert_vmamba_checkpoint)
 from .registry import BACKBONES
 from .models import build_backbone, list_models
+from . import engine  # noqa: F401  (registers MMVBRunner and RNGStateHook)
 
 # let --resume and tools/test.py read the checkpoints mmengine's Runner
 # writes, without turning off weights_only (see utils/serialization.py)

@@ -2,6 +2,7 @@
 mmseg or mmdet3d, depending on the config)."""
 import os
 import os.path as osp
+import sys
 from typing import Iterable, List, Tuple
 
 from mmengine.config import Config, DictAction
@@ -108,6 +109,40 @@ def add_common_args(parser):
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def check_launcher(args):
+    """On a machine without CUDA, ``--launcher pytorch`` runs over gloo
+    (:class:`~mmvisbackbones.engine.MMVBRunner`) and needs torchrun's
+    environment; slurm and mpi need GPUs.  Refuse early, with the fix."""
+    launcher = getattr(args, 'launcher', 'none')
+    if launcher == 'none':
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise SystemExit(f'error: --launcher {launcher} needs GPUs here (no CUDA device is '
+                         'visible); on CPUs start the ranks with torchrun and --launcher '
+                         'pytorch, e.g. torchrun --nproc_per_node=2 tools/train.py CONFIG '
+                         '--launcher pytorch')
+    from mmvisbackbones.engine.dist import TORCHRUN_ENV
+    missing = [k for k in TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        raise SystemExit(f'error: --launcher pytorch needs the environment torchrun sets '
+                         f'({", ".join(missing)} missing): run torchrun --nproc_per_node=N '
+                         f'{sys.argv[0]} ... --launcher pytorch')
+
+
+def finish_dist():
+    """End a distributed run cleanly: every rank waits for the others (rank
+    0 may still be writing a checkpoint or the metrics), then the process
+    group is destroyed; left to interpreter exit, gloo's threads abort the
+    process (``terminate called without an active exception``)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def load_config(args) -> Config:
     """Config from ``args.config`` with ``--cfg-options``, the launcher and the
     work dir (``--work-dir``, else the config's, else ./work_dirs/<name>)."""
@@ -125,9 +160,11 @@ def load_config(args) -> Config:
 
 
 def build_runner(cfg: Config):
-    """mmengine's Runner, or the config's ``runner_type``."""
-    if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
-        return RUNNERS.build(cfg)
-    from mmengine.runner import Runner
-    return Runner.from_cfg(cfg)
+    """The config's ``runner_type``, by default :class:`MMVBRunner`
+    (mmengine's Runner plus CPU distributed runs, atomic checkpoint saves and
+    exact resume)."""
+    from mmengine.registry import RUNNERS
+    import mmvisbackbones.engine  # noqa: F401  (registers MMVBRunner)
+    if 'runner_type' not in cfg:
+        cfg.runner_type = 'MMVBRunner'
+    return RUNNERS.build(cfg)

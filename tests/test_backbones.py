@@ -234,3 +234,18 @@ def test_missing_or_remote_checkpoint_is_a_clear_error(name, tmp_path):
     net = build(name, init_cfg=dict(type='Pretrained', checkpoint='https://x/y.pth'))
     with pytest.raises(ValueError, match='never downloads'):
         net.init_weights()
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('out_indices', [(0, ), (2, ), (0, 2), (1, 2, 3), (0, 1, 2, 3)])
+def test_every_trainable_parameter_gets_a_gradient(name, out_indices):
+    """What DistributedDataParallel's default (find_unused_parameters=False)
+    needs: the stages after the last output, which the forward never runs,
+    are frozen; every other parameter receives a gradient."""
+    net = build(name, out_indices=out_indices).train()
+    sum(o.mean() for o in net(torch.randn(1, 3, 64, 64))).backward()
+    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad[:5]
+    last = max(out_indices)
+    for i, stage in enumerate(net.stages):
+        assert all(p.requires_grad == (i <= last) for p in stage.parameters()), i

@@ -1,5 +1,6 @@
 """tools/train.py and tools/test.py end to end on the generated COCO data:
 train -> save -> test (CocoMetric) -> resume, as a user runs them."""
+import os
 import os.path as osp
 import re
 import subprocess
@@ -82,14 +83,17 @@ def test_test_tool_missing_checkpoint(workspace):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown without a GPU')
-@pytest.mark.parametrize('flags,msg', [(['--amp'], '--amp needs a GPU'),
-                                       (['--launcher', 'pytorch'], 'needs GPUs')])
-def test_gpu_only_flags_fail_clearly_on_cpu(workspace, flags, msg):
+@pytest.mark.parametrize('flags,env,msg', [
+    (['--amp'], {}, '--amp needs a GPU'),
+    (['--launcher', 'slurm'], {}, 'on CPUs start the ranks with torchrun'),
+    (['--launcher', 'pytorch'], {'drop': 'MASTER_PORT'}, 'MASTER_PORT missing')])
+def test_gpu_only_flags_fail_clearly_on_cpu(workspace, flags, env, msg):
     ws, cfg = workspace
+    environ = dict(os.environ, RANK='0', WORLD_SIZE='1', LOCAL_RANK='0',
+                   MASTER_ADDR='127.0.0.1', MASTER_PORT='29555')
+    environ.pop(env.get('drop', ''), None)
     r = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg] + flags,
-                       cwd=ws, capture_output=True, text=True, env=dict(
-                           __import__('os').environ, RANK='0', WORLD_SIZE='1',
-                           MASTER_ADDR='127.0.0.1', MASTER_PORT='29555'))
+                       cwd=ws, capture_output=True, text=True, env=environ)
     assert r.returncode != 0 and msg in r.stderr, r.stderr[-2000:]
 
 

@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmvisbackbones.tools_utils import (add_common_args, build_runner, check_data,  # noqa: E402
-                                        init_scope, load_config)
+                                        check_launcher, finish_dist, init_scope,
+                                        load_config)
 
 
 def parse_args(argv=None):
@@ -40,6 +41,7 @@ def main(argv=None):
         raise SystemExit('error: give a CHECKPOINT or --untrained (not both)')
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint not found: {args.checkpoint}')
+    check_launcher(args)
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     scope = init_scope(cfg)
@@ -51,11 +53,14 @@ def main(argv=None):
             else [cfg.test_evaluator]
         dump = 'DumpDetResults' if scope == 'mmdet' else 'DumpResults'
         cfg.test_evaluator.append(dict(type=dump, out_file_path=args.out))
-    runner = build_runner(cfg)
-    if args.untrained:
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        model.init_weights()
-    return runner.test()
+    try:
+        runner = build_runner(cfg)
+        if args.untrained:
+            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+            model.init_weights()
+        return runner.test()
+    finally:
+        finish_dist()
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ config's ``default_scope``:
     python tools/train.py CONFIG --work-dir work_dirs/x --amp --resume
     python tools/train.py CONFIG --cfg-options train_dataloader.batch_size=4
 
-Multi-GPU / multi-node (torch.distributed):
+Multi-GPU / multi-node (torch.distributed; nccl on GPUs, gloo on a machine
+without CUDA, where it checks a multi-process setup before paying for GPUs):
 
     torchrun --nproc_per_node=8 tools/train.py CONFIG --launcher pytorch
     torchrun --nnodes=2 --node_rank=$RANK --master_addr=$ADDR --nproc_per_node=8 \
@@ -23,7 +24,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmvisbackbones.tools_utils import (add_common_args, build_runner, check_data,  # noqa: E402
-                                        init_scope, load_config)
+                                        check_launcher, finish_dist, init_scope,
+                                        load_config)
 
 
 def parse_args(argv=None):
@@ -69,18 +71,15 @@ def build_cfg(args):
 
 
 def check_device(args):
-    """mmengine's AMP wrapper and its torch.distributed launchers need an
-    accelerator; say so instead of failing deep inside mmengine."""
+    """mmengine's AMP wrapper needs an accelerator, and on CPUs distributed
+    runs go through torchrun; say so instead of failing deep inside mmengine."""
     import torch
     if torch.cuda.is_available():
         return
     if args.amp:
         raise SystemExit('error: --amp needs a GPU: mmengine\'s AmpOptimWrapper only runs '
                          'on cuda/npu/mlu/musa devices (no CUDA device is visible here)')
-    if args.launcher in ('pytorch', 'slurm'):
-        raise SystemExit(f'error: --launcher {args.launcher} needs GPUs: mmengine\'s '
-                         'distributed init binds every rank to a CUDA device '
-                         '(no CUDA device is visible here)')
+    check_launcher(args)
 
 
 def main(argv=None):
@@ -89,7 +88,10 @@ def main(argv=None):
     cfg = build_cfg(args)
     scope = init_scope(cfg)
     check_data(cfg, ('train_dataloader', 'val_dataloader'), scope)
-    build_runner(cfg).train()
+    try:
+        build_runner(cfg).train()
+    finally:
+        finish_dist()
 
 
 if __name__ == '__main__':

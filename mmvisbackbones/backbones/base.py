@@ -158,7 +158,18 @@ class BaseBackbone(BaseModule):
         (e.g. position embeddings); none here."""
         return []
 
+    def unused_modules(self) -> List[nn.Module]:
+        """Modules the forward never runs: the stages after the last of
+        ``out_indices``.  They are built, so that checkpoints keep upstream's
+        layout, but have ``requires_grad=False``: DistributedDataParallel with
+        ``find_unused_parameters=False`` (mmengine's default) then has no
+        parameter left without a gradient."""
+        return list(self.stages[max(self.out_indices) + 1:])
+
     def _freeze_stages(self):
+        for m in self.unused_modules():
+            for p in m.parameters():
+                p.requires_grad = False
         for m in self.frozen_modules():
             m.eval()
             for p in m.parameters():

@@ -1,0 +1,16 @@
+"""Training-engine pieces on top of mmengine (no mmcv / mmdet needed):
+
+* :class:`MMVBRunner` (``runner_type='MMVBRunner'``, what ``tools/train.py``
+  and ``tools/test.py`` build): mmengine's Runner, plus distributed runs on
+  CPU-only machines over gloo, atomic checkpoint saves, and an auto-resume
+  that never picks a half-written file;
+* :class:`RNGStateHook`: the Python / numpy / torch random states in every
+  checkpoint, restored on resume, so a resumed run repeats the uninterrupted
+  one.
+"""
+from .dist import cpu_dist_available, init_cpu_dist, refuse_sync_bn_on_cpu
+from .hooks import RNGStateHook
+from .runner import MMVBRunner, find_resume_checkpoint
+
+__all__ = ['MMVBRunner', 'RNGStateHook', 'find_resume_checkpoint', 'init_cpu_dist',
+           'cpu_dist_available', 'refuse_sync_bn_on_cpu']
