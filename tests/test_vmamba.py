@@ -103,10 +103,19 @@ def test_partial_checkpoint_reports_missing_keys(tmp_path):
     sd = {k: v for k, v in src.items() if k.startswith('patch_embed')}
     ckpt = tmp_path / 'partial.pth'
     torch.save(sd, ckpt)
-    from mmvisbackbones.utils import load_pretrained
+    from mmvisbackbones.utils import CheckpointMismatchError, load_pretrained
     net = build_backbone('vmamba_test')
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    # by default a checkpoint that covers only part of the model is refused,
+    # before anything is loaded
+    with pytest.raises(CheckpointMismatchError, match='tensors missing from it') as err:
+        load_pretrained(net, str(ckpt), converter=VMamba.convert_checkpoint)
+    assert 'stages.0.blocks.0.norm1.weight' in str(err.value)
+    assert 'Nothing was loaded' in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    # strict=False loads what fits and reports the rest
     report = load_pretrained(net, str(ckpt), converter=VMamba.convert_checkpoint,
-                             logger=MMLogger.get_instance('test_partial'))
+                             logger=MMLogger.get_instance('test_partial'), strict=False)
     assert set(report['loaded']) == set(sd)
     assert 'stages.0.blocks.0.ssm.A_log' in report['missing']
 

@@ -14,6 +14,9 @@ sets ``self.num_features`` / ``self.strides`` (per stage) and implements
 upstream key layout onto its own.
 """
 import copy
+import difflib
+import functools
+import inspect
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -37,6 +40,39 @@ class BaseBackbone(BaseModule):
     dense_only_prefixes: Tuple[str, ...] = ()
     #: build kwargs that make ours match upstream's classification model
     classification_kwargs: Dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        """Wrap each family's ``__init__`` so that a misspelled argument (a
+        typo in a config) names the valid ones, and the arch's name is kept
+        (``self.arch_name``) for error messages."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None or getattr(init, '_checks_arguments', False):
+            return
+        sig = inspect.signature(init)
+        params = [p for p in sig.parameters.values() if p.name != 'self']
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return  # forwards what it does not know: the callee checks
+        valid = sorted(p.name for p in params)
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kw):
+            unknown = [k for k in kw if k not in valid]
+            if unknown:
+                hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+                said = ', '.join(f'{k!r}' + (f' (did you mean {h[0]!r}?)' if h else '')
+                                 for k, h in hints.items())
+                raise TypeError(f'{cls.__name__}: unknown argument{"s" if len(unknown) > 1 else ""}'
+                                f' {said}; valid arguments are {", ".join(valid)}')
+            bound = sig.bind(self, *args, **kw)
+            arch = bound.arguments.get('arch', sig.parameters['arch'].default
+                                       if 'arch' in sig.parameters else None)
+            self.arch_name = arch.lower() if isinstance(arch, str) else (
+                'custom' if isinstance(arch, dict) else None)
+            init(self, *args, **kw)
+
+        checked_init._checks_arguments = True
+        cls.__init__ = checked_init
 
     def __init__(self,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
@@ -70,7 +106,53 @@ class BaseBackbone(BaseModule):
         missing = required - set(arch)
         if missing:
             raise ValueError(f'{cls.__name__}: custom arch dict lacks keys {sorted(missing)}')
+        known = set.union(*(set(v) for v in cls.arch_zoo.values()))
+        unknown = sorted(set(arch) - known)
+        if unknown:
+            hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+            said = ', '.join(f'{k!r}' + (f' (did you mean {h[0]!r}?)' if h else '')
+                             for k, h in hints.items())
+            raise ValueError(f'{cls.__name__}: custom arch dict has unknown keys {said}; '
+                             f'its keys are {", ".join(sorted(known))}')
+        for key, value in arch.items():
+            cls._check_arch_value(key, value)
         return dict(arch)
+
+    @classmethod
+    def _check_arch_value(cls, key: str, value):
+        """``value`` must have one of the types the arch table uses for
+        ``key`` (ints for ints, numbers for floats, sequences of those)."""
+        examples = [(n, a[key]) for n, a in cls.arch_zoo.items() if key in a]
+
+        def kind(v):
+            if v is None:
+                return 'None'
+            if isinstance(v, bool):
+                return 'bool'
+            if isinstance(v, int):
+                return 'int'
+            if isinstance(v, float):
+                return 'float'
+            if isinstance(v, str):
+                return 'str'
+            if isinstance(v, (list, tuple)):
+                inner = {kind(x) for x in v}
+                return 'seq[' + ('float' if inner == {'int', 'float'} else
+                                 '|'.join(sorted(inner))) + ']'
+            return type(v).__name__
+
+        allowed = {kind(v) for _, v in examples}
+        got = kind(value)
+        ok = got in allowed or (got == 'int' and 'float' in allowed) or (
+            got == 'seq[int]' and 'seq[float]' in allowed) or (
+            got.startswith('seq[') and any(a.startswith('seq[') and set(got[4:-1].split('|'))
+                                           <= set(a[4:-1].split('|')) | {'int'} and
+                                           'float' in a for a in allowed))
+        if not ok:
+            name, ex = examples[0]
+            raise TypeError(f'{cls.__name__}: custom arch {key!r} must be '
+                            f'{" or ".join(sorted(allowed))} (arch {name!r} has {ex!r}), got '
+                            f'{type(value).__name__} {value!r}')
 
     def _check_out_indices(self, num_stages: int):
         for i in self.out_indices:
@@ -158,6 +240,12 @@ class BaseBackbone(BaseModule):
         (e.g. position embeddings); none here."""
         return []
 
+    def checkpoint_optional_prefixes(self) -> Tuple[str, ...]:
+        """Keys a pretrained checkpoint may lack: the output norms and the
+        dense-only parts, which an upstream classification model does not
+        have (they stay at their init)."""
+        return tuple(f'norm{i}.' for i in self.out_indices) + tuple(self.dense_only_prefixes)
+
     def unused_modules(self) -> List[nn.Module]:
         """Modules the forward never runs: the stages after the last of
         ``out_indices``.  They are built, so that checkpoints keep upstream's
@@ -224,7 +312,7 @@ class BaseBackbone(BaseModule):
                 raise ValueError(f'{type(self).__name__}: init_cfg type Pretrained needs a '
                                  f'non-empty "checkpoint", got {checkpoint!r}')
             load_pretrained(self, checkpoint, converter=type(self).convert_checkpoint,
-                            prefix=cfg.get('prefix'))
+                            prefix=cfg.get('prefix'), strict=cfg.get('strict', True))
             self._is_init = True
             self._freeze_stages()
             return

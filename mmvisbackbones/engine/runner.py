@@ -10,12 +10,40 @@ from mmengine.dist import is_distributed, master_only
 from mmengine.model import is_model_wrapper
 from mmengine.registry import MODEL_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import find_latest_checkpoint
+from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint
 from torch.nn.parallel import DistributedDataParallel
 
+from ..utils.checkpoint import extract_state_dict, load_checkpoint_file
 from .dist import init_cpu_dist, refuse_sync_bn_on_cpu
 
 TMP_PREFIX = '.tmp-'
+
+
+def check_model_checkpoint(model, checkpoint: dict, filename: str) -> None:
+    """Refuse a ``load_from`` / ``--resume`` / test checkpoint that would load
+    nothing into ``model`` (mmengine only warns and goes on with random
+    weights): a bare backbone checkpoint (no ``backbone.`` prefix), say, or
+    another model's."""
+    sd = extract_state_dict(checkpoint)
+    sd = {(k[7:] if k.startswith('module.') else k): v for k, v in sd.items()}
+    own = model.state_dict()
+    if any(k in own for k in sd):
+        return
+    backbone = getattr(model, 'backbone', None)
+    if backbone is not None:
+        bb = backbone.state_dict()
+        hits = sum(1 for k in sd if k in bb)
+        if hits:
+            raise RuntimeError(
+                f'{filename!r} is a backbone checkpoint ({hits} of its {len(sd)} tensors are '
+                f'{type(backbone).__name__} weights without the "backbone." prefix), not a whole '
+                f'{type(model).__name__}: nothing of it would load here. Give it to the '
+                "backbone instead: model.backbone.init_cfg=dict(type='Pretrained', "
+                f"checkpoint={filename!r}), and drop load_from / the checkpoint argument")
+    raise RuntimeError(
+        f'no tensor of {filename!r} matches {type(model).__name__}: its keys look like '
+        f'{sorted(sd)[:4]}, the model\'s like {list(own)[:4]}. Is it a checkpoint of this '
+        'config\'s model?')
 
 
 def find_resume_checkpoint(work_dir: str, logger=None) -> Optional[str]:
@@ -113,6 +141,24 @@ class MMVBRunner(Runner):
                 os.close(fd)
         except OSError:
             pass
+
+    def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
+                        revise_keys: list = [(r'^module.', '')]):  # noqa: B006 - mmengine's
+        """mmengine's ``load_checkpoint`` (used by ``load_from``, ``--resume``
+        and ``tools/test.py``), reading local files with our checks: a
+        truncated or corrupted file, or one that would load nothing into the
+        model, is an error that says what is wrong."""
+        if '://' in str(filename) or not osp.exists(str(filename)):
+            return super().load_checkpoint(filename, map_location, strict, revise_keys)
+        checkpoint = load_checkpoint_file(filename)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        check_model_checkpoint(model, checkpoint, filename)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        checkpoint = _load_checkpoint_to_model(model, checkpoint, strict,
+                                               revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
 
     def load_or_resume(self) -> None:
         if self._has_loaded:

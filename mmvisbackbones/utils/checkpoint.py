@@ -44,10 +44,29 @@ def load_checkpoint_file(path: str) -> dict:
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        raise RuntimeError(
-            f'checkpoint {path!r} holds Python objects outside the weights-only allow-list, '
-            f'so it was not loaded ({e}). If you trust the file, re-save only its tensors: '
-            f'python tools/clean_checkpoint.py {path} clean.pth --trust') from e
+        if 'allowed global' in str(e) or 'Unsupported global' in str(e):
+            raise RuntimeError(
+                f'checkpoint {path!r} holds Python objects outside the weights-only allow-list, '
+                f'so it was not loaded ({e}). If you trust the file, re-save only its tensors: '
+                f'python tools/clean_checkpoint.py {path} clean.pth --trust') from e
+        raise CheckpointReadError(_unreadable(path, e)) from e
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError,
+            IndexError, TypeError) as e:
+        raise CheckpointReadError(_unreadable(path, e)) from e
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that cannot be read: truncated, corrupted, or not a
+    torch checkpoint."""
+
+
+def _unreadable(path: str, err: BaseException) -> str:
+    size = osp.getsize(path)
+    detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ''
+    return (f'checkpoint {path!r} ({size} bytes) could not be read: it is truncated, corrupted '
+            f'or not a torch checkpoint ({type(err).__name__}{": " + detail if detail else ""}). '
+            'Nothing was loaded. Download or save it again (a copy interrupted half-way '
+            'leaves such a file).')
 
 
 def extract_state_dict(ckpt) -> Dict[str, torch.Tensor]:
@@ -114,14 +133,21 @@ def load_pretrained(model: nn.Module,
                     checkpoint: str,
                     converter: Optional[Callable[[dict, nn.Module], dict]] = None,
                     prefix: Optional[str] = None,
-                    logger: Optional[MMLogger] = None) -> dict:
+                    logger: Optional[MMLogger] = None,
+                    strict: bool = True) -> dict:
     """Load ``checkpoint`` into ``model`` through ``converter``.
 
     ``converter(state_dict, model)`` maps an upstream key layout onto ours (and
     resizes what must be resized); it leaves keys already in our layout alone.
-    Missing, unexpected and shape-mismatched keys are logged; when nothing
-    matches, :class:`CheckpointMismatchError` is raised with examples of both
-    sides' keys.  Returns a report dict.
+    Keys of the checkpoint the model lacks (a classification head, say) are
+    logged and ignored.  With ``strict`` (the default), a shape mismatch or a
+    model tensor the checkpoint lacks raises :class:`CheckpointMismatchError`
+    naming them and the arch the checkpoint looks like, before anything is
+    loaded; only the tensors ``model.checkpoint_optional_prefixes()`` names
+    (the dense-prediction additions an upstream classification checkpoint
+    has no weights for) may be missing.  ``strict=False`` loads what fits and
+    logs the rest.  When nothing matches, :class:`CheckpointMismatchError` is
+    raised with examples of both sides' keys.  Returns a report dict.
     """
     logger = logger or MMLogger.get_current_instance()
     sd = strip_prefixes(extract_state_dict(load_checkpoint_file(checkpoint)), prefix)
@@ -129,12 +155,28 @@ def load_pretrained(model: nn.Module,
         sd = converter(sd, model)
     loadable, missing, unexpected, mismatched = match_state_dict(model, sd)
     name = type(model).__name__
-    if not loadable:
+    if not loadable and not mismatched:
         raise CheckpointMismatchError(
             f'no parameter of checkpoint {checkpoint!r} matches {name}: '
             f'checkpoint keys (after conversion) look like {sorted(sd)[:5]}, '
             f'the model expects keys like {list(model.state_dict())[:5]}. '
-            'Is it a checkpoint of this backbone family and arch?')
+            f'{describe_checkpoint(model, sd)}')
+    optional = tuple(getattr(model, 'checkpoint_optional_prefixes', lambda: ())())
+    required_missing = [k for k in missing if not k.startswith(optional)] if optional else missing
+    if strict and (mismatched or required_missing):
+        parts = []
+        if mismatched:
+            parts.append(f'{len(mismatched)} shape mismatches (' + _short(
+                [f'{k}: checkpoint {a} vs model {b}' for k, a, b in mismatched], 6) + ')')
+        if required_missing:
+            parts.append(f'{len(required_missing)} of the model\'s tensors missing from it ('
+                         + _short(required_missing, 6) + ')')
+        raise CheckpointMismatchError(
+            f'checkpoint {checkpoint!r} does not fit {name}'
+            f'{_arch_of(model)}: {"; ".join(parts)}. {describe_checkpoint(model, sd)} '
+            'Nothing was loaded. Pick the config of the checkpoint\'s arch, or pass '
+            "init_cfg=dict(type='Pretrained', checkpoint=..., strict=False) to load the "
+            'tensors that fit and leave the rest at their init.')
     model.load_state_dict(loadable, strict=False)
     print_log(f'{name}: loaded {len(loadable)}/{len(model.state_dict())} tensors from '
               f'{checkpoint}', logger=logger)
@@ -149,6 +191,43 @@ def load_pretrained(model: nn.Module,
             [f'{k}: ckpt {a} vs model {b}' for k, a, b in mismatched]), logger=logger, level=30)
     return dict(loaded=sorted(loadable), missing=missing, unexpected=unexpected,
                 mismatched=mismatched)
+
+
+def _arch_of(model) -> str:
+    arch = getattr(model, 'arch_name', None)
+    return f" (arch {arch!r})" if arch else ''
+
+
+def _shape_score(sd: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor]) -> int:
+    return sum(1 for k, v in sd.items() if k in ref and tuple(ref[k].shape) == tuple(v.shape))
+
+
+def describe_checkpoint(model: nn.Module, sd: Dict[str, torch.Tensor]) -> str:
+    """Which registered backbone and arch ``sd`` (in our key layout) fits
+    best, by tensors whose key and shape match (models built on the meta
+    device, nothing allocated)."""
+    from ..registry import BACKBONES
+    own_cls = type(model)
+    candidates = [(own_cls, a) for a in getattr(own_cls, 'arch_zoo', {})]
+    candidates += [(c, a) for c in BACKBONES.values() if c is not own_cls
+                   for a in c.arch_zoo]
+    best = None
+    for cls, arch in candidates:
+        try:
+            with torch.device('meta'):
+                ref = cls(arch=arch).state_dict()
+        except Exception:  # noqa: BLE001 - an arch that needs other arguments
+            continue
+        score = _shape_score(sd, ref)
+        if best is None or score > best[0]:
+            best = (score, cls.__name__, arch, len(ref))
+        if cls is own_cls and score == len(sd):
+            break  # a perfect fit of the model's own family
+    if not best or best[0] == 0:
+        return 'It does not look like any registered backbone and arch.'
+    score, name, arch, n_ref = best
+    return (f'It looks like {name} arch {arch!r} ({score} of its {len(sd)} tensors match '
+            f'that arch\'s {n_ref} by name and shape).')
 
 
 def _short(items: List[str], n: int = 20) -> str:
