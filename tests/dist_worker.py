@@ -53,7 +53,7 @@ def ddp(module):
 def run_consumer(kind, backbone, data_root):
     from mmengine.optim import OptimWrapper
     from mmengine.runner import Runner
-    from mm_helpers import build_in_scope, demo_cfg
+    from mm_helpers import batches, build_in_scope, demo_cfg
     from mmengine.model import revert_sync_batchnorm
     cfg = demo_cfg(kind, data_root, backbone=backbone)
     torch.manual_seed(0)
@@ -65,14 +65,8 @@ def run_consumer(kind, backbone, data_root):
     net = ddp(model)
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
     loader = Runner.build_dataloader(cfg.train_dataloader)
-    it = iter(loader)
     losses, seen = [], []
-    for _ in range(ITERS):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
+    for batch in batches(loader, ITERS):
         seen += [s.img_path if hasattr(s, 'img_path') else s.metainfo.get('img_path')
                  for s in batch['data_samples']]
         log = net.train_step(batch, optim_wrapper=optim)

@@ -67,3 +67,37 @@ def build_in_scope(cfg, kind):
         from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     return MODELS.build(cfg.model)
+
+
+def batches(loader, n):
+    """``n`` batches of ``loader``, starting it again when it runs out."""
+    it = iter(loader)
+    for _ in range(n):
+        try:
+            yield next(it)
+        except StopIteration:
+            it = iter(loader)
+            yield next(it)
+
+
+def write_demo_cfg(path, kind, data_root, extra='', val_batch_size=1):
+    """A config file for tools/train.py / tools/test.py: the demo config of
+    ``kind`` reading ``data_root`` (the ``coco/`` folder for mmdet demos, the
+    ``ADEChallengeData2016`` one for UperNet), loaders without workers, then
+    ``extra`` config lines."""
+    root = str(data_root).rstrip('/') + '/'
+    text = f"""_base_ = {DEMO_CONFIGS[kind]!r}
+data_root = {root!r}
+train_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=2,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, persistent_workers=False, batch_size={val_batch_size},
+                      dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+"""
+    if kind != 'upernet':
+        text += """val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+"""
+    with open(path, 'w') as f:
+        f.write(text + extra)
+    return str(path)

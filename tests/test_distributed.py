@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from mm_helpers import DEMO_CONFIGS, ROOT
+from mm_helpers import ROOT, write_demo_cfg
 from mmvisbackbones.datasets import make_ade_demo, make_coco_demo
 from mmvisbackbones.engine import refuse_sync_bn_on_cpu
 
@@ -89,26 +89,11 @@ def test_two_ranks_of_batch_2_equal_one_process_of_batch_4(data_root, tmp_path):
 @pytest.fixture(scope='module')
 def demo_cfgs(data_root, tmp_path_factory):
     ws = tmp_path_factory.mktemp('dist_cfgs')
-    coco, ade = f'{data_root}/coco/', f'{data_root}/ade/ADEChallengeData2016'
-    loaders = """
-train_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=2,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=1,
-                      dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-"""
-    (ws / 'maskrcnn.py').write_text(f"""_base_ = {DEMO_CONFIGS['maskrcnn']!r}
-data_root = {coco!r}
-{loaders}
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
+    write_demo_cfg(ws / 'maskrcnn.py', 'maskrcnn', data_root / 'coco', """
 model = dict(backbone=dict(arch='test'), neck=dict(in_channels=[16, 32, 64, 128]))
 train_cfg = dict(max_epochs=1, val_interval=1)
 """)
-    (ws / 'upernet.py').write_text(f"""_base_ = {DEMO_CONFIGS['upernet']!r}
-data_root = {ade!r}
-{loaders}
-""")
+    write_demo_cfg(ws / 'upernet.py', 'upernet', data_root / 'ade' / 'ADEChallengeData2016')
     return ws
 
 

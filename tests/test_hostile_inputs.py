@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.registry import MODELS
 
-from mm_helpers import ROOT
+from mm_helpers import ROOT, write_demo_cfg
 from zoo import ZOO
 from mmvisbackbones import BACKBONES
 from mmvisbackbones.engine.runner import check_model_checkpoint
@@ -122,19 +122,10 @@ def test_backbone_checkpoint_for_a_detector_is_refused_with_the_fix(tmp_path):
 
 @pytest.fixture(scope='module')
 def tools_workspace(tmp_path_factory):
-    from mm_helpers import DEMO_CONFIGS
     from mmvisbackbones.datasets import make_coco_demo
     ws = tmp_path_factory.mktemp('hostile_tools')
     make_coco_demo(str(ws / 'coco'), num_train=2, num_val=2)
-    root = str(ws / 'coco') + '/'
-    (ws / 'cfg.py').write_text(f"""_base_ = {DEMO_CONFIGS['maskrcnn']!r}
-data_root = {root!r}
-val_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=1,
-                      dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-""")
+    write_demo_cfg(ws / 'cfg.py', 'maskrcnn', ws / 'coco')
     return ws
 
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from mm_helpers import DEMO_CONFIGS, ROOT
+from mm_helpers import ROOT, write_demo_cfg
 from mmvisbackbones.datasets import make_coco_demo
 from mmvisbackbones.engine import find_resume_checkpoint
 
@@ -47,19 +47,9 @@ def assert_same_weights(a, b):
 def setup(tmp_path_factory):
     ws = tmp_path_factory.mktemp('resume')
     make_coco_demo(str(ws / 'data' / 'coco'), num_train=4, num_val=2)
-    root = str(ws / 'data' / 'coco') + '/'
-    cfg = ws / 'cfg.py'
-    cfg.write_text(f"""_base_ = {DEMO_CONFIGS['maskrcnn']!r}
+    cfg = write_demo_cfg(ws / 'cfg.py', 'maskrcnn', ws / 'data' / 'coco', f"""
 custom_imports = dict(imports=['mmvisbackbones', 'crash_hooks'], allow_failed_imports=False)
 custom_hooks = [dict(type='KillHook')]
-data_root = {root!r}
-train_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=2,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=1,
-                      dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
 model = dict(backbone=dict(arch='test', drop_path_rate=0.2),
              neck=dict(in_channels=[16, 32, 64, 128]))
 train_cfg = dict(max_epochs={EPOCHS}, val_interval=100)
@@ -67,9 +57,9 @@ default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1))
 randomness = dict(seed=0)
 """)
     # the reference: the same run, never interrupted
-    rc, log = train(str(cfg), ws / 'ref', ws)
+    rc, log = train(cfg, ws / 'ref', ws)
     assert rc == 0, log[-4000:]
-    return ws, str(cfg)
+    return ws, cfg
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(setup):

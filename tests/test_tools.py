@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mm_helpers import DEMO_CONFIGS, ROOT
+from mm_helpers import ROOT, write_demo_cfg
 from mmvisbackbones.datasets import make_coco_demo
 
 
@@ -25,18 +25,7 @@ def run(args, cwd):
 def workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp('tools')
     make_coco_demo(str(ws / 'data' / 'coco'), num_train=8, num_val=4)
-    cfg = ws / 'demo.py'
-    root = str(ws / 'data' / 'coco') + '/'
-    cfg.write_text(f"""_base_ = {DEMO_CONFIGS['maskrcnn']!r}
-data_root = {root!r}
-train_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=2,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, batch_size=2,
-                      dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
-test_evaluator = val_evaluator
-""")
+    cfg = write_demo_cfg(ws / 'demo.py', 'maskrcnn', ws / 'data' / 'coco', val_batch_size=2)
     return ws, str(cfg)
 
 
@@ -84,7 +73,6 @@ def test_test_tool_missing_checkpoint(workspace):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message shown without a GPU')
 @pytest.mark.parametrize('flags,env,msg', [
-    (['--amp'], {}, '--amp needs a GPU'),
     (['--launcher', 'slurm'], {}, 'on CPUs start the ranks with torchrun'),
     (['--launcher', 'pytorch'], {'drop': 'MASTER_PORT'}, 'MASTER_PORT missing')])
 def test_gpu_only_flags_fail_clearly_on_cpu(workspace, flags, env, msg):

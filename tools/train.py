@@ -6,6 +6,7 @@ config's ``default_scope``:
 
     python tools/train.py configs/vmamba_maskrcnn.py
     python tools/train.py CONFIG --work-dir work_dirs/x --amp --resume
+        (--amp: fp16 AMP with loss scaling on GPUs; bf16 autocast on a CPU)
     python tools/train.py CONFIG --cfg-options train_dataloader.batch_size=4
 
 Multi-GPU / multi-node (torch.distributed; nccl on GPUs, gloo on a machine
@@ -46,14 +47,19 @@ def parse_args(argv=None):
 def build_cfg(args):
     cfg = load_config(args)
     if args.amp:
+        import torch
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'AmpOptimWrapper':
+        if wrapper in ('AmpOptimWrapper', 'AutocastOptimWrapper'):
             print('AMP is already enabled in the config.')
-        else:
-            assert wrapper == 'OptimWrapper', \
-                f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}'
+        elif wrapper != 'OptimWrapper':
+            raise SystemExit(f'error: --amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
+        elif torch.cuda.is_available():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+        else:  # mmengine's AmpOptimWrapper is GPU-only
+            print('--amp without a GPU: bf16 autocast on the CPU (AutocastOptimWrapper)')
+            cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+            cfg.optim_wrapper.dtype = 'bfloat16'
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise SystemExit('error: --auto-scale-lr needs auto_scale_lr.base_batch_size '
@@ -71,14 +77,8 @@ def build_cfg(args):
 
 
 def check_device(args):
-    """mmengine's AMP wrapper needs an accelerator, and on CPUs distributed
-    runs go through torchrun; say so instead of failing deep inside mmengine."""
-    import torch
-    if torch.cuda.is_available():
-        return
-    if args.amp:
-        raise SystemExit('error: --amp needs a GPU: mmengine\'s AmpOptimWrapper only runs '
-                         'on cuda/npu/mlu/musa devices (no CUDA device is visible here)')
+    """On CPUs distributed runs go through torchrun; say so instead of
+    failing deep inside mmengine."""
     check_launcher(args)
 
 

@@ -4,13 +4,17 @@
   and ``tools/test.py`` build): mmengine's Runner, plus distributed runs on
   CPU-only machines over gloo, atomic checkpoint saves, and an auto-resume
   that never picks a half-written file;
+* :class:`AutocastOptimWrapper` (``optim_wrapper.type``): bf16 / fp16
+  autocast on any device, CPU included (mmengine's AmpOptimWrapper is
+  GPU-only);
 * :class:`RNGStateHook`: the Python / numpy / torch random states in every
   checkpoint, restored on resume, so a resumed run repeats the uninterrupted
   one.
 """
 from .dist import cpu_dist_available, init_cpu_dist, refuse_sync_bn_on_cpu
 from .hooks import RNGStateHook
+from .optim import AutocastOptimWrapper
 from .runner import MMVBRunner, find_resume_checkpoint
 
-__all__ = ['MMVBRunner', 'RNGStateHook', 'find_resume_checkpoint', 'init_cpu_dist',
+__all__ = ['MMVBRunner', 'RNGStateHook', 'AutocastOptimWrapper', 'find_resume_checkpoint', 'init_cpu_dist',
            'cpu_dist_available', 'refuse_sync_bn_on_cpu']
