@@ -120,3 +120,15 @@ def test_train_tool_amp_on_cpu_uses_bf16_autocast(data_root, tmp_path):
     assert r.returncode == 0, out[-3000:]
     assert 'bf16 autocast on the CPU (AutocastOptimWrapper)' in out
     assert osp.isfile(tmp_path / 'work' / 'epoch_1.pth')
+
+
+@pytest.mark.skipif(not torch.amp.autocast_mode.is_autocast_available('cpu'),
+                    reason='needs CPU autocast')
+def test_fp16_autocast_on_the_cpu_stays_finite(data_root):
+    """fp16 autocast, which the CPU supports in this torch (slowly): the
+    recurrent family, whose state stays fp32, trains finite."""
+    losses, model, seen = run('VMamba', data_root,
+                              dict(type='AutocastOptimWrapper', dtype='float16'))
+    assert seen['dtype'] == torch.float16
+    assert all(math.isfinite(v) for v in losses), losses
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -64,11 +64,10 @@ class BaseBackbone(BaseModule):
                                  for k, h in hints.items())
                 raise TypeError(f'{cls.__name__}: unknown argument{"s" if len(unknown) > 1 else ""}'
                                 f' {said}; valid arguments are {", ".join(valid)}')
-            bound = sig.bind(self, *args, **kw)
-            arch = bound.arguments.get('arch', sig.parameters['arch'].default
-                                       if 'arch' in sig.parameters else None)
-            self.arch_name = arch.lower() if isinstance(arch, str) else (
-                'custom' if isinstance(arch, dict) else None)
+            if 'arch' in sig.parameters:  # a base class's __init__ has none
+                arch = sig.bind(self, *args, **kw).arguments.get(
+                    'arch', sig.parameters['arch'].default)
+                self.arch_name = arch.lower() if isinstance(arch, str) else 'custom'
             init(self, *args, **kw)
 
         checked_init._checks_arguments = True
