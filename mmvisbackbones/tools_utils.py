@@ -1,5 +1,6 @@
 """Shared pieces of ``tools/train.py`` and ``tools/test.py`` (needs mmdet,
 mmseg or mmdet3d, depending on the config)."""
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -132,12 +133,21 @@ def check_launcher(args):
                          f'{sys.argv[0]} ... --launcher pytorch')
 
 
-def finish_dist():
-    """End a distributed run cleanly: every rank waits for the others (rank
-    0 may still be writing a checkpoint or the metrics), then the process
-    group is destroyed; left to interpreter exit, gloo's threads abort the
-    process (``terminate called without an active exception``)."""
+@contextlib.contextmanager
+def dist_session():
+    """Around a tool's run: at the end of a distributed run every rank waits
+    for the others (rank 0 may still be writing a checkpoint or the metrics)
+    and the process group is destroyed; left to interpreter exit, gloo's
+    threads abort the process (``terminate called without an active
+    exception``).  A rank that fails skips the wait, which its peers, blocked
+    in a collective, would never reach; torchrun then stops them."""
     import torch.distributed as dist
+    try:
+        yield
+    except BaseException:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        raise
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

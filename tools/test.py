@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmvisbackbones.tools_utils import (add_common_args, build_runner, check_data,  # noqa: E402
-                                        check_launcher, finish_dist, init_scope,
+                                        check_launcher, dist_session, init_scope,
                                         load_config)
 
 
@@ -53,14 +53,12 @@ def main(argv=None):
             else [cfg.test_evaluator]
         dump = 'DumpDetResults' if scope == 'mmdet' else 'DumpResults'
         cfg.test_evaluator.append(dict(type=dump, out_file_path=args.out))
-    try:
+    with dist_session():
         runner = build_runner(cfg)
         if args.untrained:
             model = runner.model.module if hasattr(runner.model, 'module') else runner.model
             model.init_weights()
         return runner.test()
-    finally:
-        finish_dist()
 
 
 if __name__ == '__main__':

@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmvisbackbones.tools_utils import (add_common_args, build_runner, check_data,  # noqa: E402
-                                        check_launcher, finish_dist, init_scope,
+                                        check_launcher, dist_session, init_scope,
                                         load_config)
 
 
@@ -88,10 +88,8 @@ def main(argv=None):
     cfg = build_cfg(args)
     scope = init_scope(cfg)
     check_data(cfg, ('train_dataloader', 'val_dataloader'), scope)
-    try:
+    with dist_session():
         build_runner(cfg).train()
-    finally:
-        finish_dist()
 
 
 if __name__ == '__main__':
