@@ -57,6 +57,11 @@ def build(family, data_root, dtype, lr):
 
 
 def train(family, data_root, tag, iters, lr, log_every):
+    import random
+
+    import numpy as np
+    random.seed(0)
+    np.random.seed(0)  # the pipeline's random flips: the same data for every precision
     torch.manual_seed(0)
     model, ow, loader = build(family, data_root, DTYPES[tag], lr)
     model.train()
@@ -64,7 +69,7 @@ def train(family, data_root, tag, iters, lr, log_every):
     from mm_helpers import batches
     for i, batch in enumerate(batches(loader, iters)):
         log = model.train_step(batch, ow)
-        loss = float(log['loss'])
+        loss = float(log['loss'].detach()) if torch.is_tensor(log['loss']) else float(log['loss'])
         losses.append(loss)
         params_ok = all(torch.isfinite(p).all() for p in model.parameters())
         if first_bad is None and (not math.isfinite(loss) or not params_ok):
