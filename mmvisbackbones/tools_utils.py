@@ -139,16 +139,24 @@ def dist_session():
     for the others (rank 0 may still be writing a checkpoint or the metrics)
     and the process group is destroyed; left to interpreter exit, gloo's
     threads abort the process (``terminate called without an active
-    exception``).  A rank that fails skips the wait, which its peers, blocked
+    exception``); so does a DDP wrapper still alive then, hence the tool's
+    runner must not outlive the block.  A rank that fails skips the wait, which its peers, blocked
     in a collective, would never reach; torchrun then stops them."""
+    import gc
+
     import torch.distributed as dist
     try:
         yield
     except BaseException:
         if dist.is_available() and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
         raise
     if dist.is_available() and dist.is_initialized():
+        # the DDP wrapper (its reducer holds the group) may sit in a reference
+        # cycle: free it first, or its destructor runs after the group is
+        # gone and aborts the process at exit
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -16,6 +16,7 @@ MODE:
 After the steps, every parameter is compared between the ranks bit for bit.
 """
 import copy
+import gc
 import json
 import os
 import os.path as osp
@@ -155,6 +156,7 @@ def main():
         results['_world_size'] = dist.get_world_size()
         with open(out, 'w') as f:
             json.dump(results, f, indent=1)
+    gc.collect()  # DDP wrappers in reference cycles hold the group: free them first
     dist.barrier()
     dist.destroy_process_group()
 

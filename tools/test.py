@@ -54,11 +54,18 @@ def main(argv=None):
         dump = 'DumpDetResults' if scope == 'mmdet' else 'DumpResults'
         cfg.test_evaluator.append(dict(type=dump, out_file_path=args.out))
     with dist_session():
-        runner = build_runner(cfg)
-        if args.untrained:
-            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-            model.init_weights()
-        return runner.test()
+        metrics = evaluate(cfg, args.untrained)
+    return metrics
+
+
+def evaluate(cfg, untrained: bool):
+    """Build the runner and test; the runner (and its DDP wrapper) is gone
+    when this returns, before the process group is destroyed."""
+    runner = build_runner(cfg)
+    if untrained:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model.init_weights()
+    return runner.test()
 
 
 if __name__ == '__main__':
