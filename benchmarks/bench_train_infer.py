@@ -27,17 +27,17 @@ import torch
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from bench_backbones import add_run_args, start  # noqa: E402
-from bench_hierarchical import parse_size  # noqa: E402
+from bench_hierarchical import MODELS as HIERARCHICAL, parse_size  # noqa: E402
 from bench_selective_scan import md_table  # noqa: E402
 
 from mmvisbackbones import BACKBONES  # noqa: E402
 
 #: label -> (registered class, kwargs); the first is the anchor of the ratios
 MODELS = {
-    'Swin-T': ('Swin', dict(arch='tiny')),
-    'VMamba-T': ('VMamba', dict(arch='tiny')),
-    'MLLA-T': ('MLLA', dict(arch='tiny')),
-    'BiFormer-T': ('BiFormer', dict(arch='tiny', n_win=16)),  # its detection setting
+    'Swin-T': HIERARCHICAL['Swin-T'],
+    'VMamba-T': HIERARCHICAL['VMamba-T'],
+    'MLLA-T': HIERARCHICAL['MLLA-T'],
+    'BiFormer-T': HIERARCHICAL['BiFormer-T (n_win 16)'],  # its detection setting
     'Vim-S': ('Vim', dict(arch='small')),
 }
 #: upstream VMamba's throughput ratios VMamba-T / Swin-T (A100, 224x224)
