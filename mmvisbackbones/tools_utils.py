@@ -3,7 +3,6 @@ mmseg or mmdet3d, depending on the config)."""
 import contextlib
 import os
 import os.path as osp
-import sys
 from typing import Iterable, List, Tuple
 
 from mmengine.config import Config, DictAction
@@ -120,17 +119,10 @@ def check_launcher(args):
     import torch
     if torch.cuda.is_available():
         return
-    if launcher != 'pytorch':
-        raise SystemExit(f'error: --launcher {launcher} needs GPUs here (no CUDA device is '
-                         'visible); on CPUs start the ranks with torchrun and --launcher '
-                         'pytorch, e.g. torchrun --nproc_per_node=2 tools/train.py CONFIG '
-                         '--launcher pytorch')
-    from mmvisbackbones.engine.dist import TORCHRUN_ENV
-    missing = [k for k in TORCHRUN_ENV if k not in os.environ]
-    if missing:
-        raise SystemExit(f'error: --launcher pytorch needs the environment torchrun sets '
-                         f'({", ".join(missing)} missing): run torchrun --nproc_per_node=N '
-                         f'{sys.argv[0]} ... --launcher pytorch')
+    from mmvisbackbones.engine.dist import cpu_launch_problem
+    problem = cpu_launch_problem(launcher)
+    if problem:
+        raise SystemExit(f'error: {problem}')
 
 
 @contextlib.contextmanager

@@ -101,3 +101,14 @@ test_evaluator = val_evaluator
     with open(path, 'w') as f:
         f.write(text + extra)
     return str(path)
+
+
+def assert_gradients_reach(module):
+    """After a backward: every trainable parameter of ``module`` has a
+    finite gradient, and not all of them are zero."""
+    import torch
+    grads = {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
+    missing = [n for n, g in grads.items() if g is None]
+    assert not missing, f'no gradient reached {missing[:5]}'
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert sum(g.abs().sum() for g in grads.values()) > 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from mm_helpers import build_in_scope, demo_cfg
+from mm_helpers import assert_gradients_reach, build_in_scope, demo_cfg
 from zoo import ZOO
 from mmvisbackbones.datasets import make_ade_demo, make_coco_demo
 
@@ -33,11 +33,7 @@ def test_one_training_iteration(kind, backbone, data_root):
     loss, log_vars = model.parse_losses(losses)
     assert torch.isfinite(loss), log_vars
     loss.backward()
-    grads = {n: p.grad for n, p in model.backbone.named_parameters() if p.requires_grad}
-    missing = [n for n, g in grads.items() if g is None]
-    assert not missing, f'no gradient reached {missing[:5]}'
-    assert all(torch.isfinite(g).all() for g in grads.values())
-    assert sum(g.abs().sum() for g in grads.values()) > 0
+    assert_gradients_reach(model.backbone)
 
     model.eval()
     val_batch = next(iter(Runner.build_dataloader(cfg.val_dataloader)))

@@ -11,10 +11,10 @@
   checkpoint, restored on resume, so a resumed run repeats the uninterrupted
   one.
 """
-from .dist import cpu_dist_available, init_cpu_dist, refuse_sync_bn_on_cpu
+from .dist import cpu_dist_available, cpu_launch_problem, init_cpu_dist, refuse_sync_bn_on_cpu
 from .hooks import RNGStateHook
 from .optim import AutocastOptimWrapper
 from .runner import MMVBRunner, find_resume_checkpoint
 
 __all__ = ['MMVBRunner', 'RNGStateHook', 'AutocastOptimWrapper', 'find_resume_checkpoint', 'init_cpu_dist',
-           'cpu_dist_available', 'refuse_sync_bn_on_cpu']
+           'cpu_dist_available', 'cpu_launch_problem', 'refuse_sync_bn_on_cpu']

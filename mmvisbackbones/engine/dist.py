@@ -23,24 +23,31 @@ def cpu_dist_available() -> bool:
     return torch_dist.is_available() and torch_dist.is_gloo_available()
 
 
+def cpu_launch_problem(launcher: str) -> Optional[str]:
+    """What stops ``launcher`` on a machine without CUDA, or None: only
+    torchrun (``--launcher pytorch``, with its environment) runs there."""
+    if launcher != 'pytorch':
+        return (f'--launcher {launcher} needs GPUs here (no CUDA device is visible); on CPUs '
+                'start the ranks with torchrun and --launcher pytorch, e.g. torchrun '
+                '--nproc_per_node=2 tools/train.py CONFIG --launcher pytorch')
+    if not cpu_dist_available():
+        return ('torch.distributed with the gloo backend is not available in this torch '
+                'build; it is needed for distributed runs on CPUs')
+    missing = [k for k in TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        return (f'--launcher pytorch needs the environment torchrun sets ({", ".join(missing)} '
+                'missing): start with torchrun --nproc_per_node=N tools/train.py CONFIG '
+                '--launcher pytorch')
+    return None
+
+
 def init_cpu_dist(launcher: str, dist_cfg: Optional[dict] = None, logger=None) -> None:
     """Initialise the default process group over gloo from torchrun's
     environment variables; ``dist_cfg`` is ``env_cfg.dist_cfg`` (its
     ``timeout`` in seconds is kept, an accelerator backend is replaced)."""
-    if launcher != 'pytorch':
-        raise RuntimeError(
-            f'--launcher {launcher} without CUDA: distributed runs on CPUs are started with '
-            'torchrun and --launcher pytorch (e.g. torchrun --nproc_per_node=2 tools/train.py '
-            'CONFIG --launcher pytorch); slurm and mpi launchers need GPUs here')
-    if not cpu_dist_available():
-        raise RuntimeError('torch.distributed with the gloo backend is not available in this '
-                           'torch build; it is needed for distributed runs on CPUs')
-    missing = [k for k in TORCHRUN_ENV if k not in os.environ]
-    if missing:
-        raise RuntimeError(
-            f'--launcher pytorch needs the environment torchrun sets ({", ".join(missing)} '
-            'missing): start with torchrun --nproc_per_node=N tools/train.py CONFIG '
-            '--launcher pytorch')
+    problem = cpu_launch_problem(launcher)
+    if problem:
+        raise RuntimeError(problem)
     cfg = dict(dist_cfg or {})
     backend = cfg.pop('backend', 'nccl')
     if backend != 'gloo' and logger is not None:

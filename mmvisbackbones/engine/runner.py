@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model, find_latest_checkpoint
 from torch.nn.parallel import DistributedDataParallel
 
-from ..utils.checkpoint import extract_state_dict, load_checkpoint_file
+from ..utils.checkpoint import extract_state_dict, load_checkpoint_file, strip_prefixes
 from .dist import init_cpu_dist, refuse_sync_bn_on_cpu
 
 TMP_PREFIX = '.tmp-'
@@ -24,8 +24,7 @@ def check_model_checkpoint(model, checkpoint: dict, filename: str) -> None:
     nothing into ``model`` (mmengine only warns and goes on with random
     weights): a bare backbone checkpoint (no ``backbone.`` prefix), say, or
     another model's."""
-    sd = extract_state_dict(checkpoint)
-    sd = {(k[7:] if k.startswith('module.') else k): v for k, v in sd.items()}
+    sd = strip_prefixes(extract_state_dict(checkpoint), prefix='')  # 'module.' only
     own = model.state_dict()
     if any(k in own for k in sd):
         return
@@ -88,8 +87,8 @@ class MMVBRunner(Runner):
 
     def __init__(self, *args, **kwargs):
         hooks = list(kwargs.get('custom_hooks') or [])
-        if not any((h.get('type') if isinstance(h, dict) else type(h).__name__) in
-                   ('RNGStateHook', 'mmvisbackbones.RNGStateHook') for h in hooks):
+        if not any((h.get('type') if isinstance(h, dict) else type(h).__name__) ==
+                   'RNGStateHook' for h in hooks):
             hooks.append(dict(type='RNGStateHook'))
         kwargs['custom_hooks'] = hooks
         super().__init__(*args, **kwargs)
