@@ -1,93 +1,254 @@
-"""Chunked selective scan in pure PyTorch (the default CPU path).
+"""Chunked selective scan in pure PyTorch (the CPU path, and what exports).
 
-The sequence is split into chunks of ``T`` steps.  Inside a chunk the linear
-recurrence ``h_t = a_t * h_{t-1} + b_t`` (``a_t = exp(delta_t A)``,
-``b_t = delta_t B_t u_t``) is solved by a vectorised log-step scan
-(Hillis-Steele): after round ``k`` every position holds the composition of the
-``2^k`` steps ending there,
+The sequence of length ``L`` is cut into ``nC`` chunks of ``T`` steps (the
+last one zero-padded) and laid out *time-major inside the chunk*:
+``(T, ..., nC)``, so that step ``t`` of every chunk, channel and state is one
+contiguous row.  The linear recurrence
 
-    (a, b)_t  <-  (a_t * a_{t-s},  a_t * b_{t-s} + b_t)      for s = 1, 2, 4, ...
+    h_t = a_t * h_{t-1} + b_t,      a_t = exp(delta_t A) <= 1,  b_t = delta_t B_t u_t
 
-so ``ceil(log2 T)`` rounds of elementwise work give every ``h_t`` of the chunk
-(with a zero incoming state) and the decay ``prod_{s<=t} a_s`` from the chunk
-start.  Only per-step factors ``a_t = exp(delta_t A) <= 1`` are ever
-multiplied: nothing computes ``exp(cumsum)`` and divides, so nothing can
-overflow.  Work is ``O(T log T)`` per channel and state, memory ``O(T log T)``
-for the chunk's autograd graph in the backward.
+is then solved in three vectorised passes:
 
-    h_t   = b~_t + a~_t * h_in,     y_t = C_t . h_t + D u_t,     h_out = h_T
+1. *chunk summaries*: a running ``h`` over the ``T`` rows from a zero state
+   gives each chunk's end state ``E_c``; ``a.prod(0)`` its decay ``P_c``;
+2. *carries*: the chunk-level recurrence ``S_c = P_c S_{c-1} + E_c`` by a
+   log-step (Hillis-Steele) scan over the chunk axis, ``ceil(log2 nC)``
+   rounds of elementwise work on ``L / T`` values per channel and state;
+3. *states*: the ``T`` rows again, now from the true incoming state
+   ``S_{c-1}``, writing every ``h_t``.
 
-Chunks are chained by a Python loop. The autograd Function keeps only the
-inputs and the ``(Bt, Dm, N)`` state entering each chunk; the backward walks
-the chunks in reverse, recomputing one chunk at a time with autograd enabled.
-Peak memory is one chunk's graph plus ``O(Bt * Dm * N * L / T)`` for the
-saved states -- never ``O(Bt * Dm * L * N)`` for the whole sequence.
+Work is ``O(L)`` per channel and state (plus ``O(L/T log)`` for the
+carries), and the number of PyTorch calls is ``~2T + log2(nC)`` per scan,
+independent of ``L``.  Only factors ``a_t <= 1`` (and their products) are
+ever multiplied: nothing computes ``exp(cumsum)`` and divides, so nothing can
+overflow.  Padded steps have ``delta = 0``, i.e. ``a = 1`` and ``b = 0``: they
+carry the last state unchanged and receive no gradient.
+
+The backward is written out (:class:`SelectiveScanChunkedFn`): it recomputes
+the states with the same passes and runs the adjoint recurrence
+``g_t = dh_t + a_{t+1} g_{t+1}`` backwards with the mirrored passes.  It
+saves only the inputs; its transient memory is a few ``(Bt, Dm, N, L)``
+tensors.
+
+Export.  When traced (``torch.jit.trace`` / ``torch.onnx.export``) the same
+arithmetic runs without in-place writes, the step loops have the static
+length ``T``, and the carry scan runs a fixed :data:`TRACE_CARRY_ROUNDS`
+rounds whose shifts clamp at the sequence start, so extra rounds are exact
+no-ops: nothing in the graph depends on ``L``, and one exported graph serves
+any sequence length up to ``T * 2**TRACE_CARRY_ROUNDS`` (over eight million
+tokens at ``T = 128``).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .._common import compute_dtype
 from ._common import check_chunk_size, check_scan_inputs
 
-DEFAULT_CHUNK_SIZE = 128
+DEFAULT_CHUNK_SIZE = 64
+#: log-step rounds of the chunk-carry scan in a traced graph: sequences of up
+#: to ``chunk_size * 2**TRACE_CARRY_ROUNDS`` steps are exact
+TRACE_CARRY_ROUNDS = 16
 
 
 def default_chunk_size(d_state: int) -> int:
-    """Default chunk length for state size ``N``.
+    """Default chunk length ``T`` for state size ``N``.
 
-    One chunk's backward graph holds ``~3 log2(T)`` tensors of
-    ``Bt * Dm * N * T`` elements while the number of Python iterations is
-    ``L / T``: 128 for N <= 4 (VMamba's d_state=1 models), 64 for N=8, 32 for
-    N >= 16.
+    Each step row holds ``Bt * Dm * N * nC`` values; ``T`` trades the number
+    of PyTorch calls (``~2T`` per pass) against row length.  64 balanced the
+    two at VMamba's and Vim's sizes on a 2-core CPU (benchmarks/
+    bench_selective_scan.py); it does not depend on ``N``.
     """
-    return max(32, min(DEFAULT_CHUNK_SIZE, 512 // max(int(d_state), 1)))
+    del d_state
+    return DEFAULT_CHUNK_SIZE
 
 
-def _log_step_scan(a, b):
-    """Inclusive scan of ``h_t = a_t h_{t-1} + b_t`` along the last dim with
-    ``h_{-1} = 0``.  Returns ``(cumulative a, h)``."""
-    T = a.shape[-1]
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+# ---------------------------------------------------------------- layout
+def _num_chunks(L, T):
+    return (L + T - 1) // T
+
+
+def to_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
+    """``(..., L)`` -> ``(T, ..., nC)``, zero-padded to ``nC * T`` steps:
+    element ``[t, ..., c]`` is step ``c * T + t``."""
+    L = x.shape[-1]
+    nC = _num_chunks(L, T)
+    pad = nC * T - L
+    if _tracing() or pad:
+        x = F.pad(x, (0, pad))
+    x = x.reshape(*x.shape[:-1], nC, T)
+    d = x.dim()  # explicit non-negative permutation (what ONNX's Transpose accepts)
+    return x.permute(d - 1, *range(d - 1)).contiguous()
+
+
+def from_chunks(x: torch.Tensor, L) -> torch.Tensor:
+    """Inverse of :func:`to_chunks`: ``(T, ..., nC)`` -> ``(..., L)``."""
+    x = x.permute(*range(1, x.dim()), 0)
+    return x.reshape(*x.shape[:-2], -1)[..., :L]
+
+
+# ---------------------------------------------------------------- scans
+def _shift(x, k, fill, reverse):
+    """``x`` moved ``k`` places along the last axis (towards the end, or the
+    start if ``reverse``), the vacated places set to ``fill``.  ``k`` may
+    exceed the length: the slices clamp, the result is all ``fill``."""
+    if reverse:
+        return torch.cat([x[..., k:], torch.full_like(x[..., :k], fill)], -1)
+    return torch.cat([torch.full_like(x[..., :k], fill), x[..., :-k]], -1)
+
+
+def _carry_scan(P, E, reverse=False):
+    """Inclusive scan ``S_c = P_c S_{c-1} + E_c`` over the last axis (from the
+    right if ``reverse``), by log-step rounds; returns the *exclusive* carry
+    ``S_{c-1}`` (``S_{c+1}``), zero at the boundary."""
+    nC = E.shape[-1]
+    rounds = TRACE_CARRY_ROUNDS if _tracing() else math.ceil(math.log2(nC)) if nC > 1 else 0
     k = 1
-    while k < T:
-        b = torch.cat([b[..., :k], torch.addcmul(b[..., k:], a[..., k:], b[..., :-k])], -1)
-        a = torch.cat([a[..., :k], a[..., k:] * a[..., :-k]], -1)
+    for _ in range(rounds):
+        E = torch.addcmul(E, P, _shift(E, k, 0.0, reverse))
+        P = P * _shift(P, k, 1.0, reverse)
         k *= 2
+    return _shift(E, 1, 0.0, reverse)
+
+
+def _chunk_ends(a, b, reverse=False):
+    """End state of every chunk from a zero state (pass 1); ``a``, ``b``:
+    ``(T, ..., nC)``.  Forward: ``h_t = a_t h_{t-1} + b_t`` up to ``t = T-1``.
+    Reverse: ``h_t = b_t + a_{t+1} h_{t+1}`` down to ``t = 0``, then times
+    ``a_0`` (what crosses into the previous chunk)."""
+    T = a.shape[0]
+    inplace = not _tracing()
+    if not reverse:
+        h = b[0].clone() if inplace else b[0]
+        for t in range(1, T):
+            h = torch.addcmul(b[t], a[t], h, out=h) if inplace else torch.addcmul(b[t], a[t], h)
+        return h
+    h = b[T - 1].clone() if inplace else b[T - 1]
+    for t in range(T - 2, -1, -1):
+        h = torch.addcmul(b[t], a[t + 1], h, out=h) if inplace else torch.addcmul(b[t], a[t + 1], h)
+    return a[0] * h
+
+
+def _chunk_states(a, b, carry, out=None, reverse=False):
+    """Every state (pass 3): the recurrences of :func:`_chunk_ends` from the
+    incoming ``carry`` (``(..., nC)``).  Writes into ``out`` (may be ``b``)
+    in eager mode; stacks new rows when traced."""
+    T = a.shape[0]
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    functional = out is None or _tracing()
+    rows = [None] * T
+    prev = carry
+    for t in order:
+        dst = None if functional else out[t]
+        if reverse and t == T - 1:  # the last row receives the carry as is
+            row = torch.add(b[t], prev, out=dst) if dst is not None else b[t] + prev
+        else:
+            mult = a[t + 1] if reverse else a[t]
+            row = (torch.addcmul(b[t], mult, prev, out=dst) if dst is not None else
+                   torch.addcmul(b[t], mult, prev))
+        rows[t] = row
+        prev = row
+    return torch.stack(rows, 0) if functional else out
+
+
+def linear_scan_chunks(a, b, out=None):
+    """Solve ``h_t = a_t h_{t-1} + b_t`` (``h_{-1} = 0``) on chunk layout
+    ``(T, ..., nC)``.  Returns ``(h, carry)``: all states, and the state
+    entering each chunk ``(..., nC)``."""
+    carry = _carry_scan(a.prod(0), _chunk_ends(a, b))
+    return _chunk_states(a, b, carry, out), carry
+
+
+def reverse_scan_chunks(a, g, out=None):
+    """Solve the adjoint ``x_t = g_t + a_{t+1} x_{t+1}`` (``x`` zero past the
+    end) on chunk layout; ``a`` is the forward recurrence's decay."""
+    carry = _carry_scan(a.prod(0), _chunk_ends(a, g, reverse=True), reverse=True)
+    return _chunk_states(a, g, carry, out, reverse=True)
+
+
+# ---------------------------------------------------------------- the op
+def _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cd, T):
+    """Inputs in compute dtype and chunk layout.
+
+    Returns ``dict`` with ``dt_raw`` (natural layout, biased, before softplus),
+    ``dt``/``u``: (T, Bt, G, P, 1, nC); ``B``/``C``: (T, Bt, G, 1, N, nC);
+    ``A``: (G, P, N, 1); ``D``: (G, P, 1) or None; ``z``: (Bt, G, P, L) or
+    None."""
+    Bt, Dm, L = u.shape
+    G, N = B.shape[1], A.shape[1]
+    P = Dm // G
+    dt_raw = delta.to(cd)
+    if delta_bias is not None:
+        dt_raw = dt_raw + delta_bias.to(cd).unsqueeze(-1)
+    dt = F.softplus(dt_raw) if delta_softplus else dt_raw
+    grouped = lambda t: t.reshape(Bt, G, P, L)  # noqa: E731
+    return dict(
+        dt_raw=dt_raw,
+        dt=to_chunks(grouped(dt).unsqueeze(-2), T),
+        u=to_chunks(grouped(u.to(cd)).unsqueeze(-2), T),
+        B=to_chunks(B.to(cd).unsqueeze(2), T),
+        C=to_chunks(C.to(cd).unsqueeze(2), T),
+        A=A.to(cd).reshape(G, P, N, 1),
+        D=None if D is None else D.to(cd).reshape(G, P, 1),
+        z=None if z is None else grouped(z.to(cd)),
+        L=L, shape=(Bt, G, P, N))
+
+
+def _decay_and_input(p):
+    a = torch.exp(p['dt'] * p['A'])              # (T, Bt, G, P, N, nC)
+    b = (p['dt'] * p['u']) * p['B']
     return a, b
 
 
-def _scan_chunk(u, dt, A, B, C, D, z, delta_bias, delta_softplus, h_in):
-    """Forward of one chunk, all tensors in the compute dtype.
-
-    Layout (G groups of P channels): ``u, dt, z``: (Bt, G, P, T);
-    ``A``: (G, P, N); ``B, C``: (Bt, G, N, T); ``D, delta_bias``: (G, P);
-    ``h_in``: (Bt, G, P, N) or None (zero state).
-    Returns ``y`` (Bt, G, P, T) and ``h_out`` (Bt, G, P, N).
-    """
-    if delta_bias is not None:
-        dt = dt + delta_bias.unsqueeze(-1)
-    if delta_softplus:
-        dt = F.softplus(dt)
-
-    a = torch.exp(dt.unsqueeze(-2) * A.unsqueeze(-1))      # (Bt,G,P,N,T)
-    b = B.unsqueeze(2) * (dt * u).unsqueeze(-2)            # (Bt,G,P,N,T)
-    decay, h = _log_step_scan(a, b)
-    if h_in is not None:
-        h = torch.addcmul(h, decay, h_in.unsqueeze(-1))
-    y = (h * C.unsqueeze(2)).sum(-2)                       # (Bt,G,P,T)
-    h_out = h[..., -1]
-    if D is not None:
-        y = y + D.unsqueeze(-1) * u
-    if z is not None:
-        y = y * F.silu(z)
-    return y, h_out
+def _chunk_outputs(a, b, carry, C):
+    """Pass 3 of the forward fused with the readout: ``y_t = C_t . h_t`` row
+    by row, so the states themselves are never stored.  Returns ``y``
+    ``(T, Bt, G, P, nC)`` and the states after each chunk's last row."""
+    T, N = a.shape[0], a.shape[-2]
+    if _tracing():
+        rows, h = [], carry
+        for t in range(T):
+            h = torch.addcmul(b[t], a[t], h)
+            rows.append((h * C[t]).sum(-2))
+        return torch.stack(rows, 0), h
+    # eager: every row written into preallocated buffers (no allocation per step)
+    y = a.new_empty((T, *b.shape[1:-2], b.shape[-1]))
+    h = carry.clone()
+    hc = None if N == 1 else torch.empty_like(h)
+    for t in range(T):
+        torch.addcmul(b[t], a[t], h, out=h)
+        if N == 1:
+            torch.mul(h.squeeze(-2), C[t].squeeze(-2), out=y[t])
+        else:
+            torch.sum(torch.mul(h, C[t], out=hc), -2, out=y[t])
+    return y, h
 
 
-def _chunk_bounds(L, T):
-    return [(s, min(s + T, L)) for s in range(0, L, T)]
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, T):
+    cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    p = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cd, T)
+    a, b = _decay_and_input(p)
+    carry = _carry_scan(a.prod(0), _chunk_ends(a, b))
+    y, h_end = _chunk_outputs(a, b, carry, p['C'])
+    last = h_end[..., -1]                        # padded steps carry the state
+    y = from_chunks(y, p['L'])                   # (Bt, G, P, L)
+    Bt, G, P, N = p['shape']
+    if p['D'] is not None:
+        y = torch.addcmul(y, p['D'], u.to(cd).reshape(Bt, G, P, -1))
+    if p['z'] is not None:
+        y = y * F.silu(p['z'])
+    return (y.reshape(Bt, G * P, -1).to(out_dtype).contiguous(),
+            last.reshape(Bt, G * P, N).contiguous())
 
 
 class SelectiveScanChunkedFn(torch.autograd.Function):
-    """Chunked scan with chunk-wise recomputation in the backward.
+    """The chunked scan with a hand-written backward that recomputes the
+    states; saves only its inputs.
 
     ``B`` and ``C`` must already be 4-D ``(Bt, G, N, L)``; inputs must be
     validated by the caller (see :func:`selective_scan_chunked`).
@@ -95,154 +256,86 @@ class SelectiveScanChunkedFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                out_fp32, chunk_size):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_fp32,
+                chunk_size):
         ctx.set_materialize_grads(False)
-        cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         out_dtype = torch.float32 if out_fp32 else u.dtype
-        Bt, Dm, L = u.shape
-        G, N = B.shape[1], A.shape[1]
-        P = Dm // G
-        bounds = _chunk_bounds(L, chunk_size)
-
-        A_, D_, bias_ = _grouped_params(A, D, delta_bias, cd, G, P)
-        out = torch.empty((Bt, Dm, L), dtype=out_dtype, device=u.device)
-        # state entering chunks 1..n-1 (chunk 0 starts from zero)
-        states = u.new_empty((len(bounds) - 1, Bt, G, P, N), dtype=cd)
-        h = None
-        for i, (s0, s1) in enumerate(bounds):
-            if i > 0:
-                states[i - 1] = h
-            u_c, dt_c, B_c, C_c, z_c = _chunk_slices(
-                u, delta, B, C, z, s0, s1, cd, G, P)
-            y, h = _scan_chunk(u_c, dt_c, A_, B_c, C_c, D_, z_c, bias_,
-                               delta_softplus, h)
-            out[..., s0:s1] = y.reshape(Bt, Dm, s1 - s0)
-
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        out, last = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                             out_dtype, chunk_size)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
         ctx.delta_softplus = delta_softplus
         ctx.chunk_size = chunk_size
-        ctx.compute_dtype = cd
-        return out, h.reshape(Bt, Dm, N)
+        return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:8]
-        cd = ctx.compute_dtype
-        Bt, Dm, L = u.shape
-        G, N = B.shape[1], A.shape[1]
-        P = Dm // G
-        bounds = _chunk_bounds(L, ctx.chunk_size)
-
-        # full-length grads are written chunk by chunk in the input dtype;
-        # grads of the (Dm,)-sized parameters are accumulated in cd
-        du = torch.zeros_like(u) if needs[0] else None
-        ddelta = torch.zeros_like(delta) if needs[1] else None
-        dB = torch.zeros_like(B) if needs[3] else None
-        dC = torch.zeros_like(C) if needs[4] else None
-        dz = torch.zeros_like(z) if needs[6] else None
-        dA = dD = dbias = None
-
-        dh = None if dlast is None else dlast.to(cd).reshape(Bt, G, P, N)
-        for i in reversed(range(len(bounds))):
-            s0, s1 = bounds[i]
-            T = s1 - s0
-            with torch.enable_grad():
-                A_, D_, bias_ = _grouped_params(A, D, delta_bias, cd, G, P,
-                                                leaf=True)
-                u_c, dt_c, B_c, C_c, z_c = _chunk_slices(
-                    u, delta, B, C, z, s0, s1, cd, G, P, leaf=True)
-                h_in = (states[i - 1].detach().requires_grad_(True)
-                        if i > 0 else None)
-                leaves = [u_c, dt_c, A_, B_c, C_c, D_, z_c, bias_]
-                for t, need in zip(leaves, needs):
-                    if t is not None:
-                        t.requires_grad_(bool(need))
-                y, h_out = _scan_chunk(u_c, dt_c, A_, B_c, C_c, D_, z_c,
-                                       bias_, ctx.delta_softplus, h_in)
-
-            outputs, grad_outputs = [], []
-            if dout is not None:
-                outputs.append(y)
-                grad_outputs.append(
-                    dout[..., s0:s1].to(cd).reshape(Bt, G, P, T))
-            if dh is not None:
-                outputs.append(h_out)
-                grad_outputs.append(dh)
-            wrt = [t for t, need in zip(leaves, needs)
-                   if need and t is not None]
-            if h_in is not None:
-                wrt.append(h_in)
-            if not outputs or not wrt:
-                dh = None
-                continue
-            grads = list(torch.autograd.grad(outputs, wrt, grad_outputs,
-                                             allow_unused=True))
-            dh = grads.pop() if h_in is not None else None
-            it = iter(grads)
-            g = {k: (next(it) if need and t is not None else None)
-                 for k, t, need in zip(range(8), leaves, needs)}
-
-            if g[0] is not None:
-                du[..., s0:s1] = g[0].reshape(Bt, Dm, T)
-            if g[1] is not None:
-                ddelta[..., s0:s1] = g[1].reshape(Bt, Dm, T)
-            if g[3] is not None:
-                dB[..., s0:s1] = g[3]
-            if g[4] is not None:
-                dC[..., s0:s1] = g[4]
-            if g[6] is not None:
-                dz[..., s0:s1] = g[6].reshape(Bt, Dm, T)
-            if g[2] is not None:
-                dA = g[2] if dA is None else dA + g[2]
-            if g[5] is not None:
-                dD = g[5] if dD is None else dD + g[5]
-            if g[7] is not None:
-                dbias = g[7] if dbias is None else dbias + g[7]
-
-        def _param_grad(grad, ref, need, shape):
-            if not need:
-                return None
-            if grad is None:
-                return torch.zeros_like(ref)
-            return grad.reshape(shape).to(ref.dtype)
-
-        dA = _param_grad(dA, A, needs[2], (Dm, N))
-        dD = _param_grad(dD, D, needs[5], (Dm,))
-        dbias = _param_grad(dbias, delta_bias, needs[7], (Dm,))
-        return du, ddelta, dA, dB, dC, dD, dz, dbias, None, None, None
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        grads = _backward(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus,
+                          ctx.chunk_size, dout, dlast)
+        needs = ctx.needs_input_grad
+        grads = [g if n else None for g, n in zip(grads, needs)]
+        return (*grads, None, None, None)
 
 
-def _grouped_params(A, D, delta_bias, cd, G, P, leaf=False):
-    """(Dm, N) / (Dm,) parameters -> (G, P, N) / (G, P) in dtype cd."""
+@torch.no_grad()
+def _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T, dout, dlast):
+    cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    p = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cd, T)
+    Bt, G, P, N = p['shape']
+    L = p['L']
+    a, b = _decay_and_input(p)
+    h, carry = linear_scan_chunks(a, b)          # b is kept
 
-    def prep(t, shape):
-        if t is None:
-            return None
-        t = t.detach().to(cd).reshape(shape)
-        return t.clone() if leaf else t
+    # output side: y0 = C.h + D u;  out = y0 * silu(z)
+    if dout is None:
+        dy0 = torch.zeros((Bt, G, P, L), dtype=cd, device=u.device)
+    else:
+        dy0 = dout.to(cd).reshape(Bt, G, P, L)
+    dz = None
+    if p['z'] is not None:
+        zs = p['z']
+        sig = torch.sigmoid(zs)
+        silu = zs * sig
+        y0 = from_chunks((h * p['C']).sum(-2), L)
+        if p['D'] is not None:
+            y0 = torch.addcmul(y0, p['D'], u.to(cd).reshape(Bt, G, P, L))
+        dz = dy0 * y0 * (sig * (1 + zs * (1 - sig)))
+        dy0 = dy0 * silu
+    dy0_c = to_chunks(dy0.unsqueeze(-2), T)      # (T, Bt, G, P, 1, nC)
 
-    N = A.shape[1]
-    return prep(A, (G, P, N)), prep(D, (G, P)), prep(delta_bias, (G, P))
+    dC = (dy0_c * h).sum(3, keepdim=True)        # over P: (T, Bt, G, 1, N, nC)
+    dh = dy0_c * p['C']
+    if dlast is not None:
+        dh[-1, ..., -1] += dlast.to(cd).reshape(Bt, G, P, N)
+    g = reverse_scan_chunks(a, dh, out=dh)
 
+    # a_t h_{t-1}: the previous state, the chunk carry at t = 0
+    h_prev = torch.cat([carry.unsqueeze(0), h[:-1]], 0)
+    dlogit = g * a * h_prev                      # d(dt A) per (t, state)
+    gB = (g * p['B']).sum(-2, keepdim=True)      # (T, Bt, G, P, 1, nC)
+    ddt = (dlogit * p['A']).sum(-2, keepdim=True) + gB * p['u']
+    du = gB * p['dt']
+    dB = (g * (p['dt'] * p['u'])).sum(3, keepdim=True)
+    dA = (dlogit * p['dt']).sum(dim=(0, 1, 5))   # (G, P, N)
 
-def _chunk_slices(u, delta, B, C, z, s0, s1, cd, G, P, leaf=False):
-    """Slice [s0, s1) of the sequence inputs, cast to cd, grouped layout."""
-    Bt, T = u.shape[0], s1 - s0
+    ddt = from_chunks(ddt.squeeze(-2), L)        # (Bt, G, P, L)
+    du = from_chunks(du.squeeze(-2), L)
+    dD = None
+    if p['D'] is not None:
+        du = torch.addcmul(du, p['D'], dy0)
+        dD = (dy0 * u.to(cd).reshape(Bt, G, P, L)).sum(dim=(0, 3))
+    if delta_softplus:
+        ddt = ddt * torch.sigmoid(p['dt_raw'].reshape(Bt, G, P, L))
+    dbias = None if delta_bias is None else ddt.sum(dim=(0, 3)).reshape(-1)
 
-    def seq(t):
-        if t is None:
-            return None
-        t = t.detach()[..., s0:s1].to(cd).reshape(Bt, G, P, T)
-        # fresh leaves so autograd.grad returns per-chunk grads
-        return t.clone() if leaf else t
+    def nat(t, like, shape):
+        return None if like is None else t.reshape(shape).to(like.dtype)
 
-    def bc(t):
-        t = t.detach()[..., s0:s1].to(cd)
-        return t.clone() if leaf else t
-
-    return seq(u), seq(delta), bc(B), bc(C), seq(z)
+    return (nat(du, u, u.shape), nat(ddt, delta, delta.shape),
+            nat(dA, A, A.shape), nat(from_chunks(dB.squeeze(3), L), B, B.shape),
+            nat(from_chunks(dC.squeeze(3), L), C, C.shape),
+            nat(dD, D, (-1,)), nat(dz, z, z.shape if z is not None else None),
+            nat(dbias, delta_bias, (-1,)))
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -251,16 +344,19 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """Chunked selective scan; see :func:`selective_scan_naive` for the args.
 
     Args:
-        chunk_size: chunk length ``T``; the last chunk may be shorter.
-            ``None`` uses :func:`default_chunk_size` (128 for N <= 4, down to
-            32 for N >= 16). Intra-chunk work grows as ``T log T`` per channel.
+        chunk_size: chunk length ``T``; the last chunk is zero-padded.
+            ``None`` uses :func:`default_chunk_size`.
     """
     meta = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, out_fp32)
     T = check_chunk_size(chunk_size, default_chunk_size(meta.d_state))
-    out, last = SelectiveScanChunkedFn.apply(u, delta, A, meta.B, meta.C, D,
-                                             z, delta_bias,
-                                             bool(delta_softplus),
-                                             bool(out_fp32), T)
+    if _tracing():
+        # traced / exported: plain functional ops, no autograd.Function node
+        out, last = _forward(u, delta, A, meta.B, meta.C, D, z, delta_bias,
+                             bool(delta_softplus), meta.out_dtype, T)
+    else:
+        out, last = SelectiveScanChunkedFn.apply(u, delta, A, meta.B, meta.C, D, z,
+                                                 delta_bias, bool(delta_softplus),
+                                                 bool(out_fp32), T)
     if return_last_state:
         return out, last
     return out
