@@ -53,7 +53,7 @@ if ! python -c 'import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != "2.1.0"
 fi
 
 pip_q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-      pycocotools ftfy regex triton pytest
+      pycocotools ftfy regex triton pytest onnx onnxruntime
 # The BEV detector (mmvisbackbones.detectors.bevformer) needs mmdet3d 1.4.0
 # and nuscenes-devkit 1.2.0. Both are installed without their declared
 # dependencies, on purpose:

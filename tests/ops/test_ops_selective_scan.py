@@ -423,3 +423,30 @@ def test_ops_import_without_openmmlab():
     res = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stderr
+
+
+# ---------------------------------------------------------------- export
+def test_onnx_export_is_exact_at_other_lengths(tmp_path):
+    """The traced scan has no length-dependent Python control flow: one graph
+    exported at L=20 matches the reference at L=7, 64 and 301 (chunks of 16:
+    one partial chunk, exact chunks, many chunks)."""
+    onnxruntime = pytest.importorskip('onnxruntime')
+
+    class Scan(torch.nn.Module):
+        def forward(self, u, delta, A, B, C, D, z, delta_bias):
+            return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias,
+                                          delta_softplus=True, chunk_size=16)
+
+    names = list(NAMES)
+    ins = make_inputs(L=20, G=2, seed=21)
+    path = str(tmp_path / 'scan.onnx')
+    dyn = {k: {2: 'L'} for k in ('u', 'delta', 'z')}
+    dyn.update({k: {3: 'L'} for k in ('B', 'C')})
+    torch.onnx.export(Scan(), tuple(ins[k] for k in names), path, input_names=names,
+                      output_names=['out'], dynamic_axes=dyn, opset_version=17, dynamo=False)
+    sess = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for L in (7, 64, 301):
+        case = make_inputs(L=L, G=2, seed=22 + L)
+        got = sess.run(None, {k: case[k].numpy() for k in names})[0]
+        ref = selective_scan_naive(**case, delta_softplus=True)
+        torch.testing.assert_close(torch.from_numpy(got), ref, **FP32_TOL)
