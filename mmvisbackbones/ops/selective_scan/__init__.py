@@ -117,8 +117,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
             ``MMVB_SCAN_BACKEND``, else ``'triton'`` for CUDA tensors (when
             triton is installed) and ``'torch'`` otherwise.
         chunk_size: chunk length of the ``'torch'`` backend; ``None`` picks
-            128 for N <= 4 down to 32 for N >= 16 (see
-            :func:`.chunked.default_chunk_size`). Ignored by the others.
+            :func:`.chunked.default_chunk_size` (64). Ignored by the others.
 
     Internal math is float32 (float64 if an input is float64). The last state
     is in that compute dtype.

@@ -15,7 +15,8 @@ is then solved in three vectorised passes:
    log-step (Hillis-Steele) scan over the chunk axis, ``ceil(log2 nC)``
    rounds of elementwise work on ``L / T`` values per channel and state;
 3. *states*: the ``T`` rows again, now from the true incoming state
-   ``S_{c-1}``, writing every ``h_t``.
+   ``S_{c-1}``; the forward reads ``y_t = C_t . h_t`` off each row as it goes
+   and never stores the states.
 
 Work is ``O(L)`` per channel and state (plus ``O(L/T log)`` for the
 carries), and the number of PyTorch calls is ``~2T + log2(nC)`` per scan,
@@ -35,8 +36,8 @@ arithmetic runs without in-place writes, the step loops have the static
 length ``T``, and the carry scan runs a fixed :data:`TRACE_CARRY_ROUNDS`
 rounds whose shifts clamp at the sequence start, so extra rounds are exact
 no-ops: nothing in the graph depends on ``L``, and one exported graph serves
-any sequence length up to ``T * 2**TRACE_CARRY_ROUNDS`` (over eight million
-tokens at ``T = 128``).
+any sequence length up to ``T * 2**TRACE_CARRY_ROUNDS`` (over four million
+tokens at the default ``T = 64``).
 """
 import math
 
@@ -56,9 +57,10 @@ def default_chunk_size(d_state: int) -> int:
     """Default chunk length ``T`` for state size ``N``.
 
     Each step row holds ``Bt * Dm * N * nC`` values; ``T`` trades the number
-    of PyTorch calls (``~2T`` per pass) against row length.  64 balanced the
-    two at VMamba's and Vim's sizes on a 2-core CPU (benchmarks/
-    bench_selective_scan.py); it does not depend on ``N``.
+    of PyTorch calls (``~2T`` per pass) against row length.  It does not
+    depend on ``N``.  64 is a first choice, not yet tuned: single-thread
+    timings on a loaded 2-core machine put 16 to 128 within noise of each
+    other at VMamba-T's and Vim-S's sizes.
     """
     del d_state
     return DEFAULT_CHUNK_SIZE
@@ -137,7 +139,7 @@ def _chunk_ends(a, b, reverse=False):
 def _chunk_states(a, b, carry, out=None, reverse=False):
     """Every state (pass 3): the recurrences of :func:`_chunk_ends` from the
     incoming ``carry`` (``(..., nC)``).  Writes into ``out`` (may be ``b``)
-    in eager mode; stacks new rows when traced."""
+    in eager mode when given; otherwise, and when traced, stacks new rows."""
     T = a.shape[0]
     order = range(T - 1, -1, -1) if reverse else range(T)
     functional = out is None or _tracing()
@@ -156,19 +158,24 @@ def _chunk_states(a, b, carry, out=None, reverse=False):
     return torch.stack(rows, 0) if functional else out
 
 
-def linear_scan_chunks(a, b, out=None):
+def _carries(a, b, reverse=False):
+    """Passes 1 and 2: the state entering every chunk ``(..., nC)`` (from the
+    right if ``reverse``)."""
+    return _carry_scan(a.prod(0), _chunk_ends(a, b, reverse), reverse)
+
+
+def linear_scan_chunks(a, b):
     """Solve ``h_t = a_t h_{t-1} + b_t`` (``h_{-1} = 0``) on chunk layout
     ``(T, ..., nC)``.  Returns ``(h, carry)``: all states, and the state
     entering each chunk ``(..., nC)``."""
-    carry = _carry_scan(a.prod(0), _chunk_ends(a, b))
-    return _chunk_states(a, b, carry, out), carry
+    carry = _carries(a, b)
+    return _chunk_states(a, b, carry), carry
 
 
 def reverse_scan_chunks(a, g, out=None):
     """Solve the adjoint ``x_t = g_t + a_{t+1} x_{t+1}`` (``x`` zero past the
     end) on chunk layout; ``a`` is the forward recurrence's decay."""
-    carry = _carry_scan(a.prod(0), _chunk_ends(a, g, reverse=True), reverse=True)
-    return _chunk_states(a, g, carry, out, reverse=True)
+    return _chunk_states(a, g, _carries(a, g, reverse=True), out, reverse=True)
 
 
 # ---------------------------------------------------------------- the op
@@ -233,8 +240,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype, T):
     cd = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     p = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cd, T)
     a, b = _decay_and_input(p)
-    carry = _carry_scan(a.prod(0), _chunk_ends(a, b))
-    y, h_end = _chunk_outputs(a, b, carry, p['C'])
+    y, h_end = _chunk_outputs(a, b, _carries(a, b), p['C'])
     last = h_end[..., -1]                        # padded steps carry the state
     y = from_chunks(y, p['L'])                   # (Bt, G, P, L)
     Bt, G, P, N = p['shape']
@@ -283,6 +289,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T, dout, dlas
     p = _prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cd, T)
     Bt, G, P, N = p['shape']
     L = p['L']
+    u_nat = u.to(cd).reshape(Bt, G, P, L)
     a, b = _decay_and_input(p)
     h, carry = linear_scan_chunks(a, b)          # b is kept
 
@@ -298,7 +305,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T, dout, dlas
         silu = zs * sig
         y0 = from_chunks((h * p['C']).sum(-2), L)
         if p['D'] is not None:
-            y0 = torch.addcmul(y0, p['D'], u.to(cd).reshape(Bt, G, P, L))
+            y0 = torch.addcmul(y0, p['D'], u_nat)
         dz = dy0 * y0 * (sig * (1 + zs * (1 - sig)))
         dy0 = dy0 * silu
     dy0_c = to_chunks(dy0.unsqueeze(-2), T)      # (T, Bt, G, P, 1, nC)
@@ -323,7 +330,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T, dout, dlas
     dD = None
     if p['D'] is not None:
         du = torch.addcmul(du, p['D'], dy0)
-        dD = (dy0 * u.to(cd).reshape(Bt, G, P, L)).sum(dim=(0, 3))
+        dD = (dy0 * u_nat).sum(dim=(0, 3))
     if delta_softplus:
         ddt = ddt * torch.sigmoid(p['dt_raw'].reshape(Bt, G, P, L))
     dbias = None if delta_bias is None else ddt.sum(dim=(0, 3)).reshape(-1)
