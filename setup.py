@@ -34,7 +34,8 @@ setup(
             'regex',
         ],
         'triton': ['triton'],
-        'tests': ['pytest'],
+        'onnx': ['onnx', 'onnxruntime'],  # mmvisbackbones.deploy, tools/deploy/export_onnx.py
+        'tests': ['pytest', 'onnx', 'onnxruntime'],
     },
     license='Apache-2.0',
     zip_safe=False,

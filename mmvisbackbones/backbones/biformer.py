@@ -132,7 +132,9 @@ class BiLevelRoutingAttention(nn.Module):
         r_idx = self.route(q_r.mean(dim=2), k_r.mean(dim=2))
 
         def heads(t):  # (N, R, T, m*c) -> (N, R, m, T, c)
-            return t.unflatten(-1, (m, -1)).transpose(2, 3)
+            # reshape, not unflatten: a traced unflatten (ONNX export) records
+            # every size as a constant of the export shape
+            return t.reshape(*t.shape[:-1], m, -1).transpose(2, 3)
 
         if self.routed_impl == 'chunked':
             out = routed_attention(heads(q_r), heads(k_r), heads(v_r), r_idx, self.scale,
@@ -144,7 +146,7 @@ class BiLevelRoutingAttention(nn.Module):
         if self.lepe is not None:  # on the (padded) value map, as upstream
             out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = self.proj(out)
-        if (H, W) != (H_in, W_in):
+        if torch.jit.is_tracing() or (H, W) != (H_in, W_in):  # traced: crop by traced sizes
             out = out[:, :H_in, :W_in].contiguous()
         return out
 

@@ -60,26 +60,35 @@ def rope_tables(h: int, w: int, dim: int, device=None) -> Tuple[torch.Tensor, to
     ``p < dim / 4`` and by ``col * theta_(p - dim/4)`` for the rest, with
     ``theta_j = base ** (-j / (dim / 4))`` (upstream's ``RoPE``/``rope``).
     Cached per ``(h, w, dim, device)``; always built outside inference mode so
-    a table made during inference can serve training later.
+    a table made during inference can serve training later.  While tracing
+    (ONNX export) the tables are computed in the graph from the traced
+    ``h, w`` and not cached: cached tables would be constants of the export
+    size.
     """
-    _rope_check_dim(dim)
     device = torch.device(device) if device is not None else torch.device('cpu')
+    if torch.jit.is_tracing():
+        return _rope_angles(h, w, int(dim), device)
+    _rope_check_dim(dim)
     key = (int(h), int(w), int(dim), str(device))
     hit = _ROPE_CACHE.get(key)
     if hit is not None:
         return hit
     with torch.inference_mode(False), torch.no_grad():
-        k_max = dim // 4
-        theta = 1 / (ROPE_BASE**(torch.arange(k_max, device=device) / k_max))  # fp32
-        rows = torch.arange(h, device=device).unsqueeze(-1) * theta  # (h, k_max)
-        cols = torch.arange(w, device=device).unsqueeze(-1) * theta  # (w, k_max)
-        angles = torch.cat([rows[:, None, :].expand(h, w, k_max),
-                            cols[None, :, :].expand(h, w, k_max)], dim=-1)
-        tables = (torch.cos(angles), torch.sin(angles))
+        tables = _rope_angles(h, w, dim, device)
     if len(_ROPE_CACHE) >= _ROPE_CACHE_SIZE:
         _ROPE_CACHE.clear()
     _ROPE_CACHE[key] = tables
     return tables
+
+
+def _rope_angles(h, w, dim: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    k_max = dim // 4
+    theta = 1 / (ROPE_BASE**(torch.arange(k_max, device=device) / k_max))  # fp32
+    rows = torch.arange(h, device=device).unsqueeze(-1) * theta  # (h, k_max)
+    cols = torch.arange(w, device=device).unsqueeze(-1) * theta  # (w, k_max)
+    angles = torch.cat([rows[:, None, :].expand(h, w, k_max),
+                        cols[None, :, :].expand(h, w, k_max)], dim=-1)
+    return torch.cos(angles), torch.sin(angles)
 
 
 def apply_rope(x: torch.Tensor) -> torch.Tensor:

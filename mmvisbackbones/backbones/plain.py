@@ -123,6 +123,8 @@ class PlainBackbone(BaseBackbone):
                 t = getattr(self, f'norm{i}')(self.strip_tokens(x))
                 fmap = t.transpose(1, 2).reshape(t.shape[0], -1, *hw)
                 fmap = self.fpns[str(i)](fmap)
+                # ceil(H / s) in integer arithmetic, traceable; not -(-H // s):
+                # the ONNX exporter turns // of a negative size into truncation
                 s = self.strides[i]
-                outs.append(fmap[..., :math.ceil(H / s), :math.ceil(W / s)].contiguous())
+                outs.append(fmap[..., :(H + s - 1) // s, :(W + s - 1) // s].contiguous())
         return outs

@@ -49,9 +49,21 @@ HW = Tuple[int, int]
 
 
 def _tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
-    """(B, H*W, C) tokens -> (B, C, H, W)."""
+    """(B, H*W, C) tokens -> (B, C, H, W), a channels-last view of contiguous tokens.
+
+    Built as ``reshape(B, H, W, C).permute(0, 3, 1, 2)`` so that the strides are
+    exactly channels-last's, ``(H*W*C, 1, W*C, C)``, whatever ``B``.  The
+    equivalent ``transpose(1, 2).reshape(B, C, H, W)`` gives batch 1 the batch
+    stride ``C``: PyTorch then does not recognise the map as channels-last, and
+    a convolution on it (the depthwise conv of :class:`MixFFN`, the
+    spatial-reduction conv) first copies it to NCHW and runs the much slower
+    NCHW kernel (the 3x3 depthwise conv of stage 2 at 512x512: ~40 ms against
+    ~2 ms on the 2-core CPU), and the tokens after it are no longer contiguous
+    (a second copy before ``fc2``).  Same values; only the memory layout the
+    kernels pick differs.
+    """
     B, _, C = x.shape
-    return x.transpose(1, 2).reshape(B, C, hw[0], hw[1])
+    return x.reshape(B, hw[0], hw[1], C).permute(0, 3, 1, 2)
 
 
 class OverlapPatchEmbed(nn.Module):

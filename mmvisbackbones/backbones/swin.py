@@ -182,7 +182,7 @@ class SwinBlock(nn.Module):
         h = window_reverse(h, ws, Hp, Wp)
         if s:
             h = torch.roll(h, shifts=(s, s), dims=(1, 2))
-        if (Hp, Wp) != (H, W):
+        if torch.jit.is_tracing() or (Hp, Wp) != (H, W):  # traced: crop by traced sizes
             h = h[:, :H, :W, :]
         x = x + self.drop_path(h)
         return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -95,8 +95,10 @@ class SS2D(nn.Module):
         directions) and letting the scan walk each direction's order gives the
         same numbers without the four copies (``ss2d_scan``: fused on CUDA).
         """
-        B, D, H, W = x.shape
-        K, N, R = K_DIRECTIONS, self.d_state, self.dt_rank
+        B, _, H, W = x.shape
+        # the channel count from the module, not from x.shape: a traced
+        # (ONNX export) size in a weight's shape makes its kernel shape unknown
+        D, K, N, R = self.d_inner, K_DIRECTIONS, self.d_state, self.dt_rank
         x_dbl = F.conv2d(x, self.x_proj_weight.reshape(K * (R + 2 * N), D, 1, 1))
         dts, Bs, Cs = x_dbl.view(B, K, R + 2 * N, H, W).split([R, N, N], dim=2)
         dts = F.conv2d(dts.reshape(B, K * R, H, W),

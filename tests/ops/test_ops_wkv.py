@@ -376,3 +376,31 @@ def test_bad_inputs(case, backend):
 def test_torch_bad_chunk():
     with pytest.raises(ValueError, match='`chunk` must be a positive int'):
         bi_wkv_torch(**make_inputs(T=4), chunk=0)
+
+
+# ---------------------------------------------------------------- export
+def test_onnx_export_is_exact_at_other_lengths(tmp_path):
+    """The traced WKV has no length-dependent Python control flow (its chunk
+    is the constant TRACE_CHUNK, its carry scan a fixed number of rounds):
+    one graph exported at T=20 matches the reference at T=7, 64 and 301
+    (one partial chunk, exact chunks, 19 chunks with a ragged last one),
+    with decays of both signs."""
+    onnxruntime = pytest.importorskip('onnxruntime')
+    from mmvisbackbones.ops.wkv import torch_wkv
+    assert torch_wkv.TRACE_CHUNK == 16  # the lengths below are chosen for it
+
+    class WKV(torch.nn.Module):
+        def forward(self, w, u, k, v):
+            return bi_wkv_torch(w, u, k, v)
+
+    ins = make_inputs(T=20, C=8, seed=31, realistic=True)
+    path = str(tmp_path / 'wkv.onnx')
+    dyn = {k: {1: 'T'} for k in ('k', 'v')}
+    torch.onnx.export(WKV(), tuple(ins[k] for k in NAMES), path, input_names=list(NAMES),
+                      output_names=['y'], dynamic_axes=dyn, opset_version=17, dynamo=False)
+    sess = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for T in (7, 64, 301):
+        case = make_inputs(T=T, C=8, seed=32 + T, realistic=True)
+        assert (case['w'] < 0).any() and (case['w'] > 0).any()
+        got = sess.run(None, {k: case[k].numpy() for k in NAMES})[0]
+        torch.testing.assert_close(torch.from_numpy(got), bi_wkv_naive(**case), **FP32_TOL)

@@ -16,6 +16,7 @@ kernel walking direction 1 backwards -- no flipped copies), ``'torch'``
 """
 import torch
 
+from .. import _compiled
 from .._flops import recurrence_op, selective_scan_macs
 from ..selective_scan import resolve_backend, selective_scan
 from .naive import bidirectional_scan_naive, bidirectional_scan_reference
@@ -60,6 +61,17 @@ def _check(u, delta, A, B, C, z):
 
 def bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                        delta_softplus=True, out_fp32=False, backend=None):
+    if _compiled.compiling():  # one opaque node for torch.compile (ops/_compiled.py)
+        return _compiled.call('bidirectional_scan', (u, delta, A, B, C, D, z, delta_bias),
+                              delta_softplus=delta_softplus, out_fp32=out_fp32,
+                              backend=backend)
+    return _bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_fp32,
+                               backend)
+
+
+def _bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                        delta_softplus=True, out_fp32=False, backend=None):
+    """:func:`bidirectional_scan` in eager mode (also what ``mmvb::recurrence`` runs)."""
     _check(u, delta, A, B, C, z)
     name = resolve_backend(backend, u.device)
     Bt, D2, L = u.shape
@@ -71,5 +83,7 @@ def bidirectional_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         return _BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                delta_softplus=delta_softplus, out_fp32=out_fp32)
 
+
+_compiled.register('bidirectional_scan', _bidirectional_scan)
 
 __all__ = ['bidirectional_scan', 'bidirectional_scan_naive']

@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 
+from .. import _compiled
 from .._flops import recurrence_op, selective_scan_macs
 from ._common import check_scan_inputs
 
@@ -125,6 +126,19 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     Returns:
         ``out`` ``(Bt, Dm, L)`` or ``(out, last_state)``.
     """
+    if _compiled.compiling():  # one opaque node for torch.compile (ops/_compiled.py)
+        return _compiled.call('selective_scan', (u, delta, A, B, C, D, z, delta_bias),
+                              delta_softplus=delta_softplus,
+                              return_last_state=return_last_state, out_fp32=out_fp32,
+                              backend=backend, chunk_size=chunk_size)
+    return _selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                           return_last_state, out_fp32, backend, chunk_size)
+
+
+def _selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                    delta_softplus=False, return_last_state=False, out_fp32=False, backend=None,
+                    chunk_size=None):
+    """:func:`selective_scan` in eager mode (also what ``mmvb::recurrence`` runs)."""
     device = u.device if isinstance(u, torch.Tensor) else None
     name = resolve_backend(backend, device)
     with recurrence_op('selective_scan', lambda: selective_scan_macs(
@@ -146,6 +160,8 @@ def _meta_result(u, delta, A, B, C, D, z, delta_bias, return_last_state, out_fp3
         return out, u.new_empty((meta.batch, meta.dim, meta.d_state), dtype=meta.compute_dtype)
     return out
 
+
+_compiled.register('selective_scan', _selective_scan)
 
 __all__ = [
     'selective_scan', 'selective_scan_naive', 'selective_scan_chunked',

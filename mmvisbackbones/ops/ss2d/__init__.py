@@ -21,6 +21,7 @@ Returns the merged (Bt, P, H, W) map in fp32.  Backends (argument, else the
 """
 import torch
 
+from .. import _compiled
 from .._flops import recurrence_op, selective_scan_macs
 from ..cross_scan import cross_merge, cross_scan
 from ..selective_scan import resolve_backend, selective_scan
@@ -73,6 +74,14 @@ _BACKENDS = {'naive': ss2d_scan_naive, 'torch': _ss2d_torch, 'triton': _ss2d_tri
 
 
 def ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
+    if _compiled.compiling():  # one opaque node for torch.compile (ops/_compiled.py)
+        return _compiled.call('ss2d_scan', (x, delta, A, B, C, D, delta_bias),
+                              delta_softplus=delta_softplus, backend=backend)
+    return _ss2d_scan(x, delta, A, B, C, D, delta_bias, delta_softplus, backend)
+
+
+def _ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
+    """:func:`ss2d_scan` in eager mode (also what ``mmvb::recurrence`` runs)."""
     _check(x, delta, A, B, C)
     name = resolve_backend(backend, x.device)
     Bt, P, H, W = x.shape
@@ -82,5 +91,7 @@ def ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, b
             return x.new_empty(x.shape, dtype=torch.float32)
         return _BACKENDS[name](x, delta, A, B, C, D, delta_bias, delta_softplus)
 
+
+_compiled.register('ss2d_scan', _ss2d_scan)
 
 __all__ = ['ss2d_scan', 'ss2d_scan_naive', 'to_scan_order', 'to_scan_order_naive']

@@ -22,6 +22,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from .. import _compiled
 from .._flops import recurrence_op, wkv_macs
 from ..selective_scan import HAS_TRITON, resolve_backend as _resolve_scan_backend
 from ._common import check_wkv_inputs
@@ -80,6 +81,13 @@ def bi_wkv(w, u, k, v, backend: Optional[str] = None):
     Returns:
         ``(B, T, C)`` in ``v.dtype``.
     """
+    if _compiled.compiling():  # one opaque node for torch.compile (ops/_compiled.py)
+        return _compiled.call('bi_wkv', (w, u, k, v), backend=backend)
+    return _bi_wkv(w, u, k, v, backend)
+
+
+def _bi_wkv(w, u, k, v, backend=None):
+    """:func:`bi_wkv` in eager mode (also what ``mmvb::recurrence`` runs)."""
     device = k.device if isinstance(k, torch.Tensor) else None
     name = resolve_backend(backend, device)
     meta = check_wkv_inputs(w, u, k, v)
@@ -90,6 +98,8 @@ def bi_wkv(w, u, k, v, backend: Optional[str] = None):
             return v.new_empty(v.shape)
         return _BACKENDS[name](w, u, k, v)
 
+
+_compiled.register('bi_wkv', _bi_wkv)
 
 __all__ = ['bi_wkv', 'bi_wkv_naive', 'bi_wkv_torch', 'available_backends',
            'resolve_backend']

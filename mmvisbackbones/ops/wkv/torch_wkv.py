@@ -13,9 +13,17 @@ size of ``w`` and ``k``.
 
 The scans are blocked (:func:`decay_scan`): the sequence is cut into chunks
 of about ``sqrt(T)`` tokens; one Python loop steps through the positions of
-all chunks at once, a second one carries the states from chunk to chunk, and
-a last vectorised pass adds each chunk's incoming carry to its positions:
-``O(sqrt(T))`` Python steps in all.
+all chunks at once, a log-step scan over the chunk axis gives the carry
+entering every chunk (``ceil(log2(nc))`` rounds), and a last vectorised pass
+adds each chunk's incoming carry to its positions: ``O(sqrt(T))`` Python
+steps in all.
+
+Export.  When traced (``torch.jit.trace`` / ``torch.onnx.export``) the chunk
+length is the constant :data:`TRACE_CHUNK`, the padding is always recorded,
+the carry scan runs a fixed :data:`TRACE_CARRY_ROUNDS` rounds whose shifts
+clamp at the sequence start (extra rounds change nothing), and the autograd
+Function is bypassed: nothing in the graph depends on ``T``, so one exported
+graph is exact for any token count up to ``TRACE_CHUNK * 2**TRACE_CARRY_ROUNDS``.
 
 The backward is analytic (:class:`BiWKVTorchFn`): with ``p[t, i]`` the
 softmax weights of output ``t`` and ``g`` the incoming gradient,
@@ -36,6 +44,54 @@ import torch
 import torch.nn.functional as F
 
 from ._common import NEG, check_wkv_inputs
+
+#: chunk length of a traced (exported) graph, whatever the token count
+TRACE_CHUNK = 16
+#: log-step rounds of the chunk-carry scan in a traced graph: token counts up
+#: to ``TRACE_CHUNK * 2**TRACE_CARRY_ROUNDS`` are exact
+TRACE_CARRY_ROUNDS = 16
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _shift(x: torch.Tensor, k: int, dim: int, fill: float) -> torch.Tensor:
+    """``x`` moved ``k`` places towards the end of ``dim``, the vacated places
+    set to ``fill``; ``k`` may exceed the length (the slices clamp: all
+    ``fill``)."""
+    idx = [slice(None)] * x.dim()
+    idx_fill, idx_keep = list(idx), list(idx)
+    idx_fill[dim], idx_keep[dim] = slice(None, k), slice(None, -k)
+    return torch.cat([torch.full_like(x[tuple(idx_fill)], fill), x[tuple(idx_keep)]], dim)
+
+
+def _carry_scan(m, s, ds, wL, L):
+    """Carries entering every chunk from its chunk sums, by log-step rounds.
+
+    ``m`` ``(B, nc, C)``, ``s``, ``ds`` ``(n, B, nc, C)``: chunk ``c``'s own
+    sum seen from chunk ``c + 1``'s start.  The carry obeys
+    ``K_{c+1} = exp(-w L) K_c + S_c``; round ``r`` adds
+    ``exp(-d w L) E_{c-d}`` (``d = 2**r``) to the inclusive sums ``E_c`` in
+    max-exponent form (``ds``: its ``w``-derivative, ``-d L`` times the sum
+    plus the decayed derivative).  Returns the exclusive carries
+    ``K_c = E_{c-1}`` (empty for the first chunk)."""
+    nc = m.shape[1]
+    rounds = TRACE_CARRY_ROUNDS if _tracing() else math.ceil(math.log2(nc)) if nc > 1 else 0
+    d = 1
+    for _ in range(rounds):
+        # decay before the shift: the vacated places are exactly NEG
+        pm = _shift(m - d * wL, d, 1, NEG)
+        ps = _shift(s, d, 2, 0.0)
+        m_new = torch.maximum(m, pm)
+        own, prev = torch.exp(m - m_new), torch.exp(pm - m_new)
+        if ds is not None:
+            ds = ds * own + (_shift(ds, d, 2, 0.0) - (d * L) * ps) * prev
+        s = s * own + ps * prev
+        m = m_new
+        d *= 2
+    return (_shift(m, 1, 1, NEG), _shift(s, 1, 2, 0.0),
+            _shift(ds, 1, 2, 0.0) if ds is not None else None)
 
 
 def default_chunk(T: int) -> int:
@@ -65,10 +121,11 @@ def decay_scan(x: torch.Tensor, vals: torch.Tensor, w: torch.Tensor,
         ``|s_t| <= sum |vals_i|``. ``ds`` is ``None`` unless ``with_dw``.
     """
     n, B, T, C = vals.shape
-    L = chunk or default_chunk(T)
-    nc = -(-T // L)
+    traced = _tracing()
+    L = TRACE_CHUNK if traced else chunk or default_chunk(T)
+    nc = (T + L - 1) // L  # not -(-T // L): exported, // of a negative size truncates
     pad = nc * L - T
-    if pad:
+    if traced or pad:
         x = F.pad(x, (0, 0, 0, pad), value=NEG)
         vals = F.pad(vals, (0, 0, 0, pad))
     x = x.reshape(B, nc, L, C)
@@ -95,39 +152,22 @@ def decay_scan(x: torch.Tensor, vals: torch.Tensor, w: torch.Tensor,
     # (m, s, ds) now sum each whole chunk, seen from the next chunk's start
 
     # 2. chunk to chunk: the carry entering every chunk
-    wL = w * L
-    cm = x.new_full((B, C), NEG)
-    cs = vals.new_zeros((n, B, C))
-    cds = vals.new_zeros((n, B, C)) if with_dw else None
-    c_m, c_s, c_ds = [], [], []
-    for c in range(nc):
-        c_m.append(cm)
-        c_s.append(cs)
-        c_ds.append(cds)
-        if c == nc - 1:
-            break
-        m_new = torch.maximum(cm - wL, m[:, c])
-        old = torch.exp(cm - wL - m_new)
-        new = torch.exp(m[:, c] - m_new)
-        if with_dw:
-            cds = (cds - L * cs) * old + ds[:, :, c] * new
-        cs = cs * old + s[:, :, c] * new
-        cm = m_new
+    c_m, c_s, c_ds = _carry_scan(m, s, ds, w * L, L)
 
     # 3. position j of a chunk: its own part plus the carry decayed j steps
     m_loc = torch.stack(m_loc, 2)                              # (B, nc, L, C)
     s_loc = torch.stack(s_loc, 3)                              # (n, B, nc, L, C)
     j = torch.arange(L, device=x.device, dtype=x.dtype)[:, None]
-    cmj = torch.stack(c_m, 1)[:, :, None] - j * w              # (B, nc, L, C)
+    cmj = c_m[:, :, None] - j * w                              # (B, nc, L, C)
     m_out = torch.maximum(m_loc, cmj)
     own = torch.exp(m_loc - m_out)
     carried = torch.exp(cmj - m_out)
-    c_s = torch.stack(c_s, 2)[:, :, :, None]                   # (n, B, nc, 1, C)
+    c_s = c_s[:, :, :, None]                                   # (n, B, nc, 1, C)
     s_out = s_loc * own + c_s * carried
     ds_out = None
     if with_dw:
         ds_loc = torch.stack(ds_loc, 3)
-        c_ds = torch.stack(c_ds, 2)[:, :, :, None]
+        c_ds = c_ds[:, :, :, None]
         ds_out = ds_loc * own + (c_ds - j * c_s) * carried
         ds_out = ds_out.reshape(n, B, nc * L, C)[:, :, :T]
     return (m_out.reshape(B, nc * L, C)[:, :T],
@@ -203,5 +243,9 @@ def bi_wkv_torch(w, u, k, v, chunk: Optional[int] = None):
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
                               or chunk < 1):
         raise ValueError(f'bi_wkv: `chunk` must be a positive int or None, got {chunk!r}')
-    y = BiWKVTorchFn.apply(w.to(cd), u.to(cd), k.to(cd), v.to(cd), chunk)
+    args = (w.to(cd), u.to(cd), k.to(cd), v.to(cd))
+    if _tracing():  # the forward's ops themselves, not an opaque Function
+        y, _ = _forward(*args, False, chunk)
+    else:
+        y = BiWKVTorchFn.apply(*args, chunk)
     return y.to(meta.out_dtype)
