@@ -32,12 +32,12 @@ import torch
 
 try:
     from mmvisbackbones.ops.selective_scan import (available_backends,
-                                                   selective_scan)
+                                                   selective_scan, selective_scan_chunked)
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     from mmvisbackbones.ops.selective_scan import (available_backends,
-                                                   selective_scan)
+                                                   selective_scan, selective_scan_chunked)
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 GPU_ONLY_BACKENDS = ('triton', )
@@ -284,7 +284,9 @@ def make_fn(backend: str):
     """Callable ``fn(u, delta, A, B, C, D, z, delta_bias, softplus,
     return_last_state, out_fp32)``."""
     if backend == COMPILE_BACKEND:
-        return torch.compile(lambda *a: selective_scan(*a, backend='torch'))
+        # the chunked torch path itself: through the public op, torch.compile
+        # would see one opaque mmvb::recurrence node (ops/_compiled.py)
+        return torch.compile(lambda *a: selective_scan_chunked(*a))
     return lambda *a: selective_scan(*a, backend=backend)
 
 
@@ -384,15 +386,6 @@ def skip_reason(backend: str, case: Case, device: torch.device,
         return 'unavailable (not in available_backends())'
     if backend == 'naive' and case.elems > args.naive_max_elems:
         return 'skipped (too slow)'
-    if backend == COMPILE_BACKEND:
-        try:
-            from mmvisbackbones.ops.selective_scan import default_chunk_size
-            chunks = math.ceil(case.length / default_chunk_size(case.d_state))
-        except Exception:  # noqa: BLE001
-            chunks = 0
-        if chunks > args.compile_max_chunks:
-            return (f'skipped (compile unrolls {chunks} chunks > '
-                    f'--compile-max-chunks {args.compile_max_chunks})')
     return None
 
 
@@ -664,10 +657,6 @@ def parse_args(argv=None):
     p.add_argument('--naive-max-elems', type=int, default=2 * 2**20,
                    help="skip 'naive' when Bt*Dm*L exceeds this (default "
                    '2Mi = 2097152)')
-    p.add_argument('--compile-max-chunks', type=int, default=16,
-                   help='skip torch_compile when the torch backend would be '
-                   'unrolled over more chunks than this (compile time grows '
-                   'with it; default 16)')
     p.add_argument('--no-flush-l2', action='store_true',
                    help='on cuda, do not flush L2 before each timed call')
     p.add_argument('--no-check', action='store_true',
