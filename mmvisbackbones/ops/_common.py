@@ -10,3 +10,10 @@ def compute_dtype(*tensors) -> torch.dtype:
     if any(t is not None and t.dtype == torch.float64 for t in tensors):
         return torch.float64
     return torch.float32
+
+
+def tracing() -> bool:
+    """True under ``torch.jit.trace`` / ``torch.onnx.export``: the ops'
+    torch paths then record functional ops with no length-dependent Python
+    control flow (what an exported graph needs)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .._common import compute_dtype
+from .._common import tracing as _tracing
 from ._common import check_chunk_size, check_scan_inputs
 
 DEFAULT_CHUNK_SIZE = 64
@@ -69,10 +70,6 @@ def default_chunk_size(d_state: int) -> int:
     """
     del d_state
     return DEFAULT_CHUNK_SIZE
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 # ---------------------------------------------------------------- layout

@@ -43,6 +43,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .._common import tracing as _tracing
 from ._common import NEG, check_wkv_inputs
 
 #: chunk length of a traced (exported) graph, whatever the token count
@@ -50,10 +51,6 @@ TRACE_CHUNK = 16
 #: log-step rounds of the chunk-carry scan in a traced graph: token counts up
 #: to ``TRACE_CHUNK * 2**TRACE_CARRY_ROUNDS`` are exact
 TRACE_CARRY_ROUNDS = 16
-
-
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _shift(x: torch.Tensor, k: int, dim: int, fill: float) -> torch.Tensor:
