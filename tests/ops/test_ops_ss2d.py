@@ -7,7 +7,10 @@ import torch
 
 from mmvisbackbones.ops import ss2d_scan
 from mmvisbackbones.ops.selective_scan import triton_scan
+from mmvisbackbones.ops.cross_scan.naive import cross_merge_naive, cross_scan_naive
+from mmvisbackbones.ops.selective_scan.naive import selective_scan_naive
 from mmvisbackbones.ops.ss2d import ss2d_scan_naive, to_scan_order, to_scan_order_naive
+from mmvisbackbones.ops.ss2d import torch_ss2d
 
 FP32_TOL = dict(rtol=6e-4, atol=2e-3)
 LOWP_TOL = dict(rtol=3e-2, atol=5e-2)
@@ -75,6 +78,68 @@ def test_low_precision(backend, dtype):
 def test_scan_order_matches_index_table():
     t = torch.randn(2, 4, 3, 5, 7)
     assert torch.equal(to_scan_order(t), to_scan_order_naive(t))
+
+
+def composed_reference_fp64(x, delta, A, B, C, D, delta_bias):
+    """Cross-scan -> sequential scan -> cross-merge from the reference ops,
+    kept in float64 (``ss2d_scan_naive`` returns float32)."""
+    Bt, P, H, W = x.shape
+    ys = selective_scan_naive(
+        cross_scan_naive(x).reshape(Bt, 4 * P, H * W),
+        to_scan_order_naive(delta.reshape(Bt, 4, P, H, W)).reshape(Bt, 4 * P, H * W), A,
+        to_scan_order_naive(B), to_scan_order_naive(C), D=D, delta_bias=delta_bias,
+        delta_softplus=True)
+    return cross_merge_naive(ys.reshape(Bt, 4, P, H, W))
+
+
+@pytest.mark.parametrize('Bt,H,W,N', [(2, 5, 7, 1), (1, 3, 37, 1), (2, 41, 2, 3), (1, 1, 9, 2),
+                                      (1, 11, 1, 1), (2, 17, 16, 2)])
+def test_spatial_path_is_exact_in_float64(Bt, H, W, N):
+    """The eager torch path (rows and columns as chunks, backwards directions
+    as reverse recurrences) equals the composed sequential reference to
+    rounding; long rows / tall maps give many chunks for the carry scan."""
+    ins = {k: None if v is None else v.double()
+           for k, v in make(Bt=Bt, P=3, H=H, W=W, N=N, seed=H + 7 * W).items()}
+    ins['delta'] = ins['delta'] - 2.0      # small steps: decays near 1 carry far
+    got = torch_ss2d.ss2d_forward(**ins, delta_softplus=True)
+    assert got.dtype == torch.float64 and got.is_contiguous()
+    torch.testing.assert_close(got, composed_reference_fp64(**ins), rtol=1e-10, atol=1e-10)
+
+
+def test_onnx_export_takes_the_composed_path(tmp_path):
+    """An exported graph must not record the eager spatial path, whose step
+    loops have H and W steps: exported at 5x7 with dynamic H, W, it matches
+    the reference at 6x9 and 17x3."""
+    onnxruntime = pytest.importorskip('onnxruntime')
+    names = list(NAMES)
+
+    class SS2D(torch.nn.Module):
+        def forward(self, *args):
+            return ss2d_scan(**dict(zip(names, args)), backend='torch')
+
+    ins = make(Bt=1, H=5, W=7, N=1)
+    path = str(tmp_path / 'ss2d.onnx')
+    spatial = {k: {2: 'H', 3: 'W'} for k in ('x', 'delta')}
+    spatial.update({k: {3: 'H', 4: 'W'} for k in ('B', 'C')})
+    with torch.no_grad():
+        torch.onnx.export(SS2D(), tuple(ins[k] for k in names), path, input_names=names,
+                          output_names=['y'], dynamic_axes=spatial, opset_version=17,
+                          dynamo=False)
+    sess = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for H, W in ((6, 9), (17, 3)):
+        case = make(Bt=1, H=H, W=W, N=1, seed=H * W)
+        got = sess.run(None, {k: case[k].numpy() for k in names})[0]
+        torch.testing.assert_close(torch.from_numpy(got), ss2d_scan_naive(**case), **FP32_TOL)
+
+
+def test_spatial_path_saves_only_its_inputs():
+    ins = {k: (v.requires_grad_(True) if v is not None else None)
+           for k, v in make(P=4, H=8, W=8, N=1).items()}
+    y = ss2d_scan(**ins, backend='torch')
+    assert type(y.grad_fn).__name__ == 'SS2DTorchFnBackward'
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None]
+    assert [t.data_ptr() for t in saved] == [ins[k].data_ptr() for k in NAMES
+                                             if ins[k] is not None]
 
 
 @pytest.mark.skipif(not CAN_TRITON, reason='needs triton and CUDA or TRITON_INTERPRET=1')

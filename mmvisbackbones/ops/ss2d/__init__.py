@@ -15,26 +15,23 @@ Returns the merged (Bt, P, H, W) map in fp32.  Backends (argument, else the
 * ``'triton'`` (CUDA default): one fused kernel that walks each direction's
   scan order with direction-aware indexing -- the (Bt, 4, P, L) copies of
   ``x`` and of the outputs are never written to memory.
-* ``'torch'`` (CPU default): reorders to sequences, runs the chunked scan,
-  merges (what upstream VMamba does).
+* ``'torch'`` (CPU default): in eager mode the chunked scan run straight on
+  the map's rows and columns, no direction copies (``torch_ss2d.py``); when
+  traced (ONNX) cross-scan -> chunked scan -> cross-merge, whose graph does
+  not depend on ``H`` and ``W``.
 * ``'naive'``: the same composition from the reference ops.
 """
 import torch
 
 from .. import _compiled
+from .._common import tracing
 from .._flops import recurrence_op, selective_scan_macs
 from ..cross_scan import cross_merge, cross_scan
 from ..selective_scan import resolve_backend, selective_scan
 from .naive import ss2d_scan_naive, to_scan_order_naive
+from .torch_ss2d import ss2d_scan_torch, to_scan_order
 
 K = 4
-
-
-def to_scan_order(t: torch.Tensor) -> torch.Tensor:
-    """(Bt, 4, C, H, W) spatial -> (Bt, 4, C, H*W) each in its direction's order."""
-    row = t[:, 0::2].flatten(3)                     # directions 0 and 2
-    col = t[:, 1::2].transpose(-1, -2).flatten(3)   # directions 1 and 3
-    return torch.stack([row[:, 0], col[:, 0], row[:, 1].flip(-1), col[:, 1].flip(-1)], 1)
 
 
 def _check(x, delta, A, B, C):
@@ -55,6 +52,14 @@ def _check(x, delta, A, B, C):
 
 
 def _ss2d_torch(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    if not tracing():  # eager: the spatial-layout path
+        return ss2d_scan_torch(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _ss2d_composed(x, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+def _ss2d_composed(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    """Cross-scan -> chunked scan -> cross-merge: what a traced graph records
+    (its step loops have a fixed length, so one graph serves every H, W)."""
     Bt, P, H, W = x.shape
     L = H * W
     xs = cross_scan(x).reshape(Bt, K * P, L)
