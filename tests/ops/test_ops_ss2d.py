@@ -93,17 +93,28 @@ def composed_reference_fp64(x, delta, A, B, C, D, delta_bias):
 
 
 @pytest.mark.parametrize('Bt,H,W,N', [(2, 5, 7, 1), (1, 3, 37, 1), (2, 41, 2, 3), (1, 1, 9, 2),
-                                      (1, 11, 1, 1), (2, 17, 16, 2)])
-def test_spatial_path_is_exact_in_float64(Bt, H, W, N):
-    """The eager torch path (rows and columns as chunks, backwards directions
-    as reverse recurrences) equals the composed sequential reference to
-    rounding; long rows / tall maps give many chunks for the carry scan."""
+                                      (1, 11, 1, 1), (2, 17, 16, 2), (2, 12, 10, 1), (1, 8, 9, 2)])
+@pytest.mark.parametrize('target', [None, 4])
+def test_spatial_path_is_exact_in_float64(Bt, H, W, N, target, monkeypatch):
+    """The eager torch path (rows and columns as chunks, cut into equal
+    pieces when longer than the target; backwards directions as reverse
+    recurrences) equals the composed sequential reference to rounding; long
+    rows / tall maps give many chunks for the carry scan."""
+    if target is not None:  # cut rows / columns into pieces of 2 to 4 pixels
+        monkeypatch.setattr(torch_ss2d, 'TARGET_CHUNK', target)
+        monkeypatch.setattr(torch_ss2d, 'MIN_CHUNK', 2)
     ins = {k: None if v is None else v.double()
            for k, v in make(Bt=Bt, P=3, H=H, W=W, N=N, seed=H + 7 * W).items()}
     ins['delta'] = ins['delta'] - 2.0      # small steps: decays near 1 carry far
     got = torch_ss2d.ss2d_forward(**ins, delta_softplus=True)
     assert got.dtype == torch.float64 and got.is_contiguous()
     torch.testing.assert_close(got, composed_reference_fp64(**ins), rtol=1e-10, atol=1e-10)
+
+
+def test_chunk_length():
+    assert [torch_ss2d.chunk_length(n) for n in (1, 7, 32, 37, 64, 100, 128, 200, 320)] == \
+        [1, 7, 32, 37, 32, 25, 32, 25, 32]
+    assert torch_ss2d.chunk_length(2 * 41) == 82  # divisor 2 < MIN_CHUNK: one chunk
 
 
 def test_onnx_export_takes_the_composed_path(tmp_path):

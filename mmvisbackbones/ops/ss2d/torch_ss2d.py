@@ -47,14 +47,34 @@ def to_scan_order(t: torch.Tensor) -> torch.Tensor:
     col = t[:, 1::2].transpose(-1, -2).flatten(3)   # directions 1 and 3
     return torch.stack([row[:, 0], col[:, 0], row[:, 1].flip(-1), col[:, 1].flip(-1)], 1)
 
+#: target length of a chunk: rows and columns longer than this are cut into
+#: equal pieces, so each step's op covers ``Bt * P * L / T`` values (big
+#: enough for the intra-op threads) and the step loops are short
+TARGET_CHUNK = 32
+MIN_CHUNK = 8
+
+
+def chunk_length(n: int) -> int:
+    """Chunk length for a row / column of ``n`` pixels: the largest divisor
+    of ``n`` not above :data:`TARGET_CHUNK`, or ``n`` itself when that
+    divisor is below :data:`MIN_CHUNK` (a prime ``n`` is one chunk)."""
+    target = TARGET_CHUNK
+    if n <= target:
+        return n
+    d = max(k for k in range(1, target + 1) if n % k == 0)
+    return d if d >= MIN_CHUNK else n
+
+
 # ---------------------------------------------------------------- one direction
-def _direction(a, b, C, y, reverse):
+def _direction(a, b, C, y, reverse, accumulate, grid):
     """Solve one direction on its layout and add its readout to ``y``.
 
     ``a``, ``b``: ``(Bt, T, P, N, nC)`` decays and inputs; ``C``: ``(Bt, T,
-    1, N, nC)``; ``y``: ``(Bt, T, P, nC)``, accumulated in place.  Forwards:
-    ``h_t = a_t h_{t-1} + b_t`` along ``t`` then ``c``; ``reverse``:
-    ``h_t = a_t h_{t+1} + b_t`` from the last step of the last chunk."""
+    1, N, nC)``; ``y``: ``(Bt, T, P, nC)``, accumulated in place
+    (``accumulate=False``: written).  Forwards: ``h_t = a_t h_{t-1} + b_t``
+    along ``t``, chunk after chunk; ``reverse``: ``h_t = a_t h_{t+1} + b_t``
+    from the last step of the last chunk.  ``grid=(n1, n2)``: the chunk axis
+    is laid out as ``(n1, n2)`` but ordered ``(n2, n1)`` in the sequence."""
     T, N = a.shape[1], a.shape[-2]
     if N == 1:  # no state axis: one multiply-add per step for the readout
         a, b, C = a.squeeze(-2), b.squeeze(-2), C.squeeze(-2)
@@ -65,42 +85,77 @@ def _direction(a, b, C, y, reverse):
     for t in steps[1:]:
         torch.addcmul(b_rows[t], a_rows[t], h, out=h)
     # pass 2: the state entering every chunk, by the log-step scan over chunks
-    h = _carry_scan(a.prod(1), h, reverse)
+    decay = a.prod(1)
+    if grid is None:
+        h = _carry_scan(decay, h, reverse)
+    else:
+        seq = lambda t: t.unflatten(-1, grid).transpose(-1, -2).flatten(-2)  # noqa: E731
+        h = _carry_scan(seq(decay), seq(h), reverse)
+        h = h.unflatten(-1, grid[::-1]).transpose(-1, -2).flatten(-2)
     # pass 3: the states from the true carries, read out as they go
     hc = None if N == 1 else torch.empty_like(h)
     for t in steps:
         torch.addcmul(b_rows[t], a_rows[t], h, out=h)
         if N == 1:
-            y_rows[t].addcmul_(h, C_rows[t])
-        else:
+            if accumulate:
+                y_rows[t].addcmul_(h, C_rows[t])
+            else:
+                torch.mul(h, C_rows[t], out=y_rows[t])
+        elif accumulate:
             y_rows[t].add_(torch.mul(h, C_rows[t], out=hc).sum(-2))
+        else:
+            torch.sum(torch.mul(h, C_rows[t], out=hc), -2, out=y_rows[t])
 
 
-def _to_layout(src, dst, rows):
-    """Copy ``src`` ``(Bt, ch, H, W)`` into ``dst``, its row layout ``(Bt, W,
-    ch, H)`` or column layout ``(Bt, H, ch, W)``.  The row layout is a 2-D
-    transpose per image, which ``copy_`` does blockwise."""
-    Bt, ch, H, W = src.shape
-    if not rows:
-        dst.copy_(src.transpose(1, 2))
-    elif src.dtype == dst.dtype:
+# ---------------------------------------------------------------- layouts
+class _Layout:
+    """Where step ``t`` of chunk ``c`` of a direction group lives.
+
+    Rows (directions 0 / 2, row-major order): every row cut into ``n`` chunks
+    of ``T = W / n``; chunk ``c = h n + j`` holds pixels ``(h, jT .. jT+T-1)``,
+    already in sequence order.  The layout ``(Bt, T, ch, H n)`` is one 2-D
+    transpose per image of the map seen as ``(ch H n, T)``, which ``copy_``
+    does blockwise.
+
+    Columns (directions 1 / 3, column-major): every column cut into ``n``
+    chunks of ``T = H / n``; layout ``(Bt, T, ch, n, W)`` (whole rows: a block
+    copy), chunk ``(j, w)`` holds pixels ``(jT .. jT+T-1, w)``; the sequence
+    orders the chunks ``(w, j)``, so the carry scan sees them as ``grid``."""
+
+    def __init__(self, rows, H, W):
+        self.rows = rows
+        self.H, self.W = H, W
+        self.T = chunk_length(W if rows else H)
+        self.n = (W if rows else H) // self.T
+        self.nC = H * self.n if rows else self.n * W
+        self.grid = None if rows or self.n == 1 else (self.n, W)
+
+    def empty(self, like, ch):
+        return like.new_empty(like.shape[0], self.T, ch, self.nC)
+
+    def write(self, src, dst):
+        """``src`` ``(Bt, ch, H, W)`` into ``dst`` (from :meth:`empty`)."""
+        Bt, ch = src.shape[:2]
+        T, n = self.T, self.n
+        if not self.rows:
+            dst.view(Bt, T, ch, n, self.W).copy_(src.unflatten(2, (n, T)).permute(0, 3, 1, 2, 4))
+        elif src.dtype == dst.dtype and src[0].is_contiguous():
+            for i in range(Bt):
+                dst[i].view(T, -1).copy_(src[i].view(-1, T).t())
+        else:  # casting or strided: no blockwise transpose
+            dst.copy_(src.unflatten(3, (n, T)).permute(0, 4, 1, 2, 3).flatten(3))
+        return dst
+
+    def read(self, y):
+        """``y`` ``(Bt, T, P, nC)`` as ``(Bt, P, H, W)``: a new tensor (rows)
+        or a view of ``y`` shaped ``(Bt, P, n, T, W)`` (columns)."""
+        Bt, T, P, _ = y.shape
+        if not self.rows:
+            return y.view(Bt, T, P, self.n, self.W).permute(0, 2, 3, 1, 4)
+        out = y.new_empty(Bt, P, self.H, self.W)
         for i in range(Bt):
-            dst[i].view(W, ch * H).copy_(src[i].reshape(ch * H, W).t())
-    else:  # casting: no blockwise transpose
-        dst.copy_(src.permute(0, 3, 1, 2))
-    return dst
-
-
-def _from_layout(y, rows):
-    """``y`` in its layout back to ``(Bt, P, H, W)``: a new tensor from the
-    row layout (2-D transposes), a view of the column layout."""
-    if not rows:
-        return y.transpose(1, 2)
-    Bt, T, P, nC = y.shape
-    out = y.new_empty(Bt, P, nC, T)
-    for i in range(Bt):
-        out[i].view(P * nC, T).copy_(y[i].view(T, P * nC).t())
-    return out
+            out[i].view(-1, T).copy_(y[i].view(T, -1).t())
+        return out
 
 
 def ss2d_forward(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
@@ -114,24 +169,25 @@ def ss2d_forward(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
     A_ = A.to(cd).reshape(K, P, N, 1)
     x_, B_, C_ = x.to(cd), B.to(cd), C.to(cd)
     out = None
-    for dirs, rows in (((0, 2), True), ((1, 3), False)):
-        # row layout (Bt, W, ., H): step t of chunk c = pixel (c, t), the
-        # row-major order; column layout (Bt, H, ., W): pixel (t, c)
-        T, nC = (W, H) if rows else (H, W)
-        u = _to_layout(x_, x_.new_empty(Bt, T, P, nC), rows)
-        y = torch.zeros_like(u)
+    for dirs, lay in (((0, 2), _Layout(True, H, W)), ((1, 3), _Layout(False, H, W))):
+        u = lay.write(x_, lay.empty(x_, P))                  # (Bt, T, P, nC)
+        # the row group's output starts as the skip term sum_k D_k u; the
+        # column group's first direction writes its readout
+        y = torch.empty_like(u)
+        if lay.rows and D is not None:
+            torch.mul(u, D.to(cd).reshape(K, P).sum(0).reshape(P, 1), out=y)
         dt_k, a, b = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
         if N > 1:
-            a = a.new_empty(Bt, T, P, N, nC)
+            a = a.new_empty(u.shape[:3] + (N, u.shape[3]))  # (Bt, T, P, N, nC)
             b = torch.empty_like(a)
         for k in dirs:                # two directions share u, y and the buffers
-            _to_layout(dt[:, k], dt_k, rows)             # raw step sizes, then in place:
+            lay.write(dt[:, k], dt_k)                        # raw step sizes, then in place:
             if bias is not None:
                 dt_k.add_(bias[k])
             if delta_softplus:
                 torch.ops.aten.softplus.out(dt_k, 1, 20, out=dt_k)
-            B_k = _to_layout(B_[:, k], B_.new_empty(Bt, T, N, nC), rows).unsqueeze(2)
-            C_k = _to_layout(C_[:, k], C_.new_empty(Bt, T, N, nC), rows).unsqueeze(2)
+            B_k = lay.write(B_[:, k], lay.empty(B_, N)).unsqueeze(2)  # (Bt, T, 1, N, nC)
+            C_k = lay.write(C_[:, k], lay.empty(C_, N)).unsqueeze(2)
             if N == 1:
                 torch.mul(dt_k, A_[k, :, 0], out=a).exp_()
                 torch.mul(dt_k, u, out=b).mul_(B_k[..., 0, :])
@@ -139,10 +195,12 @@ def ss2d_forward(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
             else:
                 a_k = torch.mul(dt_k.unsqueeze(-2), A_[k], out=a).exp_()
                 b_k = torch.mul((dt_k * u).unsqueeze(-2), B_k, out=b)
-            _direction(a_k, b_k, C_k, y, reverse=k >= 2)  # directions 2, 3: backwards
-        out = _from_layout(y, rows) if out is None else out.add_(_from_layout(y, rows))
-    if D is not None:
-        out.addcmul_(x_, D.to(cd).reshape(K, P).sum(0).reshape(P, 1, 1))
+            _direction(a_k, b_k, C_k, y, reverse=k >= 2,  # directions 2, 3: backwards
+                       accumulate=k >= 2 or (lay.rows and D is not None), grid=lay.grid)
+        if out is None:
+            out = lay.read(y)
+        else:
+            out.view(Bt, P, lay.n, lay.T, W).add_(lay.read(y))
     return out
 
 
