@@ -17,6 +17,7 @@ sequence and has no strides of its own.  To meet the feature contract:
 (k >= 0) and stages 0..k-1 with their norms and pyramid branches.
 """
 import math
+import re
 from typing import List, Optional, Sequence
 
 import torch
@@ -96,6 +97,27 @@ class PlainBackbone(BaseBackbone):
 
     def frozen_params(self) -> List[nn.Parameter]:
         return [self.pos_embed]
+
+    # ------------------------------------------- layer-wise lr decay
+    @property
+    def num_layers(self) -> int:
+        """Blocks counted by :meth:`layer_id` (the depth)."""
+        return self.depth
+
+    def layer_id(self, name: str) -> int:
+        """Layer of parameter ``name`` (relative to the backbone) for
+        layer-wise lr decay (``engine/layer_decay.py``), numbered as BEiT /
+        ViT-Adapter number a ViT: 0 for what comes before the blocks (patch
+        embedding, position embedding, tokens), ``i + 1`` for block ``i``,
+        ``depth + 1`` for the output norms and the pyramid."""
+        parts = name.split('.')
+        if parts[0] == 'stages':
+            return int(parts[1]) * (self.depth // self.num_stages) + int(parts[2]) + 1
+        if parts[0] == 'fpns' or re.fullmatch(r'norm\d+', parts[0]):
+            return self.depth + 1
+        if not hasattr(self, parts[0]):
+            raise KeyError(f'{type(self).__name__}.layer_id: no parameter {name!r}')
+        return 0
 
     # ------------------------------------------------------------- forward
     def add_tokens(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,23 +4,23 @@ Cross-scan -> selective scan -> cross-merge writes four ``(Bt, P, H*W)``
 copies of every input, pads and transposes each into the chunk layout of
 :mod:`..selective_scan.chunked`, and flips and merges four outputs back: on
 VMamba-T at 512x512 the copies cost more than the recurrence.  Here the
-chunks are the map's own rows and columns, so every input needs at most one
-transpose:
+chunks are pieces of the map's own rows and columns (:class:`_Layout`), so
+every input needs one copy into its layout and no per-direction copies:
 
-* directions 0 / 2 (row-major, forwards / backwards) run on the *row
-  layout* ``(W, Bt, P, H)``: element ``[t, ..., c]`` is pixel ``(c, t)``,
-  i.e. step ``t`` of chunk ``c`` of the row-major sequence (chunk = row,
-  ``T = W``, ``nC = H``);
-* directions 1 / 3 (column-major) run on the *column layout*
-  ``(H, Bt, P, W)``: element ``[t, ..., c]`` is pixel ``(t, c)`` (chunk =
-  column, ``T = H``, ``nC = W``).
+* directions 0 / 2 (row-major, forwards / backwards) share the *row
+  layout*: every row cut into chunks of ``T <= 32`` pixels
+  (:func:`chunk_length`), step ``t`` of every chunk one ``(Bt, ., nC)``
+  slice; for a contiguous map that is one blockwise 2-D transpose per image;
+* directions 1 / 3 (column-major) share the *column layout*: columns cut
+  the same way, whole rows copied as blocks.
 
 The backwards directions are reverse recurrences ``h_s = a_s h_{s+1} + b_s``
 over the same layout, not flipped copies.  Each direction is solved by the
 chunked scan's three passes (chunk end states from a zero state, the
 log-step carry scan over chunks, the states again from the true carries)
-with its readout ``C . h`` accumulated into its layout's output; the two
-layouts are transposed back and summed once, with ``sum_k D_k u``.
+with its readout ``C . h`` accumulated into its layout's output (the row
+layout's starts as the skip term ``sum_k D_k u``); the two layouts are
+turned back and summed once.
 Everything is computed in fp32 (fp64 for fp64 inputs), only decays
 ``a = exp(dt A) <= 1`` and their products are multiplied, and nothing is
 divided.
@@ -28,8 +28,8 @@ divided.
 This is the eager forward.  Its backward (:class:`SS2DTorchFn`) maps the
 incoming gradient to scan order and runs the chunked scan's written-out
 backward, which recomputes from the inputs; traced graphs (ONNX) take the
-composed path, whose loops have a fixed length (the step loops here have
-``H`` and ``W`` steps, which a tracer would freeze).
+composed path, whose loops have a fixed length (the step loops and chunk
+counts here depend on ``H`` and ``W``, which a tracer would freeze).
 """
 import torch
 
