@@ -83,6 +83,7 @@ class PlainBackbone(BaseBackbone):
     def build_stages(self, make_block, drop_path_rate: float):
         """``make_block(index, drop_path)`` -> block, grouped into 4 stages."""
         per = self.depth // self.num_stages
+        self.drop_path_rate = drop_path_rate
         dpr = [drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
         self.stages = nn.ModuleList(
             nn.ModuleList(make_block(s * per + j, dpr[s * per + j]) for j in range(per))
