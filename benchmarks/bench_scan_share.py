@@ -16,6 +16,7 @@ forward each).
 
     python benchmarks/bench_scan_share.py                    # VMamba-T, 512x512, 2 threads
     python benchmarks/bench_scan_share.py --threads 1 --size 800 1280
+    python benchmarks/bench_scan_share.py --train --size 256 --batch 2
 """
 import argparse
 import contextlib
@@ -68,33 +69,54 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--rounds', type=int, default=5)
     p.add_argument('--split', action='store_true', help='profile the ops of each path')
+    p.add_argument('--train', action='store_true',
+                   help='time a training step (train mode, forward + backward) instead')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     H, W = (args.size * 2)[:2]
     torch.manual_seed(0)
-    model = BACKBONES['VMamba'](arch=args.arch).eval()
+    model = BACKBONES['VMamba'](arch=args.arch, drop_path_rate=0.0).train(args.train)
     x = torch.randn(args.batch, 3, H, W)
     clock = ScanClock()
     vmamba.ss2d_scan = clock
+
+    weights = None
+
+    def run():
+        nonlocal weights
+        if not args.train:
+            with torch.no_grad():
+                return model(x)
+        model.zero_grad(set_to_none=True)
+        outs = model(x)
+        if weights is None:  # a fixed random projection (the mean of a LayerNorm
+            g = torch.Generator().manual_seed(1)  # output has no gradient to speak of)
+            weights = [torch.randn(o.shape, generator=g) for o in outs]
+        sum((o.float() * w).sum() for o, w in zip(outs, weights)).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
     times = {k: [] for k in PATHS}
-    with torch.no_grad():
-        outs = {}
-        for path in PATHS:  # warm-up, and the two paths must agree
-            clock.path = path
-            outs[path] = model(x)
-        for a, b in zip(*outs.values()):
-            err = (a - b).abs().max().item() / a.abs().max().item()
-            if err > 1e-4:
-                raise SystemExit(f'paths disagree: max rel difference {err:.2e}')
-        for r in range(args.rounds):
-            for path in (PATHS if r % 2 == 0 else list(PATHS)[::-1]):
-                clock.path, clock.seconds = path, 0.0
-                start = time.perf_counter()
-                model(x)
-                times[path].append((time.perf_counter() - start, clock.seconds))
-    print(f'VMamba-{args.arch} eval forward {args.batch}x3x{H}x{W}, {args.threads} thread(s), '
+    outs = {}
+    for path in PATHS:  # warm-up, and the two paths must agree (outputs / gradients)
+        clock.path = path
+        outs[path] = run()
+    for a, b in zip(*outs.values()):
+        err = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-30)
+        if err > 1e-3:
+            raise SystemExit(f'paths disagree: max rel difference {err:.2e}')
+    for r in range(args.rounds):
+        for path in (PATHS if r % 2 == 0 else list(PATHS)[::-1]):
+            clock.path, clock.seconds = path, 0.0
+            start = time.perf_counter()
+            run()
+            times[path].append((time.perf_counter() - start, clock.seconds))
+    case = 'training step (forward + backward)' if args.train else 'eval forward'
+    print(f'VMamba-{args.arch} {case} {args.batch}x3x{H}x{W}, {args.threads} thread(s), '
           f'median of {args.rounds}; torch {torch.__version__}\n')
-    print('| path | forward ms | scan ms | scan share |')
+    if args.train:
+        print('(scan ms: the forward scans only; their backward runs in autograd)\n')
+    print('| path | step ms | scan ms | scan share |' if args.train else
+          '| path | forward ms | scan ms | scan share |')
     print('|---|---|---|---|')
     med = {}
     for path, ts in times.items():
@@ -109,8 +131,8 @@ def main():
         from torch.profiler import ProfilerActivity, profile
         for path in PATHS:
             clock.path = path
-            with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
-                model(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
             print(f'\n### ops of one forward, {path} path\n')
             print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15))
 
