@@ -36,14 +36,37 @@ def test_upstream_parity():
                 torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
 
 
-def test_outputs_any_size_and_train_step():
-    net = tiny_vrwkv_adapter(norm='bn')
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_outputs_any_size_and_train_step(with_cp):
+    torch.manual_seed(0)
+    net = tiny_vrwkv_adapter(norm='bn', with_cp=with_cp)
     x = torch.randn(2, 3, 65, 97)
     outs = net(x)
     assert [tuple(o.shape[-2:]) for o in outs] == [(17, 25), (9, 13), (5, 7), (3, 4)]
     sum(o.mean() for o in outs).backward()
     no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, no_grad
+
+
+def test_with_cp_same_outputs_and_grads():
+    torch.manual_seed(0)
+    a = tiny_vrwkv_adapter(norm='ln2d')
+    b = tiny_vrwkv_adapter(norm='ln2d', with_cp=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    w = [torch.randn(o.shape) for o in a(x)]
+    for net in (a, b):
+        sum((o * wi).sum() for o, wi in zip(net(x), w)).backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_builds_from_a_config_and_checks_input():
+    from mmengine.registry import MODELS
+    net = MODELS.build(dict(type='ViTAdapter', backbone=dict(type='VisionRWKV', arch='test'),
+                            **TINY))
+    with pytest.raises(ValueError, match='H and W >= 32'):
+        net(torch.randn(1, 3, 16, 64))
 
 
 def test_layer_ids_for_lr_decay():

@@ -8,10 +8,12 @@ from .mlla import MLLA, convert_mlla_checkpoint
 from .swin import Swin, convert_swin_checkpoint
 from .pvtv2 import PVTv2, convert_pvtv2_checkpoint
 from .biformer import BiFormer, convert_biformer_checkpoint
+from .vit_adapter import ViTAdapter, convert_vit_adapter_checkpoint
 
 __all__ = [
     'BaseBackbone', 'PlainBackbone', 'VMamba', 'convert_vmamba_checkpoint', 'Vim',
     'convert_vim_checkpoint', 'VisionRWKV', 'convert_vision_rwkv_checkpoint', 'MLLA',
     'convert_mlla_checkpoint', 'Swin', 'convert_swin_checkpoint', 'PVTv2',
-    'convert_pvtv2_checkpoint', 'BiFormer', 'convert_biformer_checkpoint'
+    'convert_pvtv2_checkpoint', 'BiFormer', 'convert_biformer_checkpoint', 'ViTAdapter',
+    'convert_vit_adapter_checkpoint'
 ]

@@ -385,6 +385,7 @@ class ViTAdapter(nn.Module):
 
     # ------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        self.vit.check_input(x)
         H0, W0 = x.shape[-2:]
         x = pad_to_multiple(x, 32)
         H, W = x.shape[-2:]
@@ -401,7 +402,10 @@ class ViTAdapter(nn.Module):
         for (start, end), block in zip(self.interaction_indexes, self.interactions):
             def run(t, blocks=self.blocks[start:end + 1]):
                 for blk in blocks:
-                    t = vit.run_block(blk, t, hw)
+                    if self.with_cp and torch.is_grad_enabled():
+                        t = cp.checkpoint(vit.run_block, blk, t, hw, use_reentrant=False)
+                    else:
+                        t = vit.run_block(blk, t, hw)
                 return t
             tok, c = block(tok, c, run, inject, extract, h, w)
 

@@ -8,8 +8,8 @@ chunks are pieces of the map's own rows and columns (:class:`_Layout`), so
 every input needs one copy into its layout and no per-direction copies:
 
 * directions 0 / 2 (row-major, forwards / backwards) share the *row
-  layout*: every row cut into chunks of ``T <= 32`` pixels
-  (:func:`chunk_length`), step ``t`` of every chunk one ``(Bt, ., nC)``
+  layout*: every row cut into equal chunks of at most 32 pixels where its
+  length allows (:func:`chunk_length`), step ``t`` of every chunk one ``(Bt, ., nC)``
   slice; for a contiguous map that is one blockwise 2-D transpose per image;
 * directions 1 / 3 (column-major) share the *column layout*: columns cut
   the same way, whole rows copied as blocks.
@@ -46,6 +46,7 @@ def to_scan_order(t: torch.Tensor) -> torch.Tensor:
     row = t[:, 0::2].flatten(3)                     # directions 0 and 2
     col = t[:, 1::2].transpose(-1, -2).flatten(3)   # directions 1 and 3
     return torch.stack([row[:, 0], col[:, 0], row[:, 1].flip(-1), col[:, 1].flip(-1)], 1)
+
 
 #: target length of a chunk: rows and columns longer than this are cut into
 #: equal pieces, so each step's op covers ``Bt * P * L / T`` values (big
