@@ -67,6 +67,10 @@ def test_builds_from_a_config_and_checks_input():
                             **TINY))
     with pytest.raises(ValueError, match='H and W >= 32'):
         net(torch.randn(1, 3, 16, 64))
+    with pytest.raises(ValueError, match='out_indices'):
+        tiny_vrwkv_adapter(out_indices=(0, 4))
+    with pytest.raises(TypeError, match="unknown argument 'deform_head'"):
+        tiny_vrwkv_adapter(deform_head=4)
 
 
 def test_layer_ids_for_lr_decay():
@@ -92,10 +96,92 @@ def test_refuses_non_plain_backbone():
 
 
 def test_converter_names_unknown_keys():
-    net = tiny_vrwkv_adapter()
-    sd = dict(net.state_dict())
-    sd['backbone.mystery.weight'] = torch.zeros(1)
+    fx = torch.load(FIXTURE, weights_only=True)
+    sd = dict(fx['state_dict'], **{'backbone.mystery.weight': torch.zeros(1)})
     with pytest.raises(KeyError, match='mystery'):
-        convert_vit_adapter_checkpoint({'state_dict': {'backbone.' + k: v for k, v in
-                                                       net.state_dict().items()} | {
-            'backbone.mystery.weight': torch.zeros(1)}}, net)
+        convert_vit_adapter_checkpoint({'state_dict': sd}, tiny_vrwkv_adapter())
+
+
+def test_loads_upstream_checkpoint_through_init_cfg_for_any_outputs(tmp_path):
+    """init_cfg Pretrained with upstream's detector checkpoint: every
+    out_indices subset returns upstream's outputs for those strides (without
+    output 0 the stride-4 branch is neither built nor loaded)."""
+    fx = torch.load(FIXTURE, weights_only=True)
+    ckpt = tmp_path / 'adapter.pth'
+    torch.save({'state_dict': dict(fx['state_dict'], **{'neck.lateral.weight': torch.ones(1)}),
+                'meta': {}}, ckpt)
+    for out_indices in ((0, 1, 2, 3), (1, 3), (2, )):
+        net = tiny_vrwkv_adapter(out_indices=out_indices,
+                                 init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+        net.init_weights()
+        assert (net.up is None) == (0 not in out_indices)
+        with torch.no_grad():
+            outs = net.eval()(fx['inputs'][1])
+        assert isinstance(outs, tuple) and len(outs) == len(out_indices)
+        for o, i in zip(outs, out_indices):
+            torch.testing.assert_close(o, fx['outs'][1][i], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('out_indices', [(0, ), (2, ), (1, 2, 3), (0, 1, 2, 3)])
+def test_every_trainable_parameter_gets_a_gradient(out_indices):
+    net = tiny_vrwkv_adapter(norm='bn', out_indices=out_indices).train()
+    outs = net(torch.randn(1, 3, 64, 64))
+    assert net.out_strides == [[4, 8, 16, 32][i] for i in out_indices]
+    sum(o.mean() for o in outs).backward()
+    no_grad = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad[:5]
+
+
+def test_frozen_stages_and_norm_eval():
+    net = tiny_vrwkv_adapter(norm='bn', frozen_stages=2, norm_eval=True).train()
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in net.named_parameters()
+                      if n.startswith(('vit.patch_embed.', 'vit.pos_embed', 'vit.stages.0.',
+                                       'vit.stages.1.'))}
+    assert frozen and not any(n.startswith(('spm.', 'interactions.')) for n in frozen)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert net.patch_embed is net.vit.patch_embed and net.stages is net.vit.stages
+
+
+def test_state_dict_has_no_duplicate_keys():
+    net = tiny_vrwkv_adapter()
+    keys = list(net.state_dict())
+    assert not any(k.startswith(('patch_embed.', 'stages.')) for k in keys)
+    assert len(keys) == len(set(keys))
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    from mmvisbackbones.datasets import make_ade_demo, make_coco_demo
+    root = tmp_path_factory.mktemp('demo_data')
+    make_coco_demo(str(root / 'coco'), num_train=2, num_val=1)
+    make_ade_demo(str(root / 'ade'), num_train=2, num_val=1)
+    return str(root)
+
+
+@pytest.mark.parametrize('kind', ['maskrcnn', 'upernet', 'dino'])
+def test_one_training_iteration_in_each_consumer(kind, data_root):
+    """type='ViTAdapter' inside Mask R-CNN, UperNet and DINO (mmdet / mmseg
+    scopes): a finite loss whose gradients reach the adapter and the plain
+    blocks, then a prediction."""
+    from mmengine.runner import Runner
+    from mm_helpers import assert_gradients_reach, build_in_scope, demo_cfg, set_channels
+    cfg = demo_cfg(kind, data_root)
+    out_indices = (1, 2, 3) if kind == 'dino' else (0, 1, 2, 3)
+    cfg.model.backbone = dict(type='ViTAdapter', out_indices=out_indices,
+                              backbone=dict(type='VisionRWKV', arch='test'), **dict(TINY, norm='bn'))
+    set_channels(cfg, kind, [32] * len(out_indices))
+    model = build_in_scope(cfg, kind)
+    model.init_weights()
+    assert type(model.backbone).__name__ == 'ViTAdapter'
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
+    model.train()
+    loss, log_vars = model.parse_losses(model(**model.data_preprocessor(batch, True), mode='loss'))
+    assert torch.isfinite(loss), log_vars
+    loss.backward()
+    assert_gradients_reach(model.backbone)
+    model.eval()
+    val_batch = next(iter(Runner.build_dataloader(cfg.val_dataloader)))
+    with torch.no_grad():
+        assert len(model.val_step(val_batch)) == len(val_batch['inputs'])

@@ -39,6 +39,7 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 
 from ..layers import DropPath, build_norm2d, pad_to_multiple, resize_pos_embed
+from .base import BaseBackbone
 from .plain import PlainBackbone
 
 NORMS = ('bn', 'syncbn', 'ln2d')
@@ -250,7 +251,7 @@ class SpatialPriorModule(nn.Module):
     """Conv stem on the image: stride 4 (``c1``), 8, 16, 32 features, each
     projected to ``dim`` by a 1x1 conv (``fc1`` .. ``fc4``)."""
 
-    def __init__(self, inplanes: int, dim: int, norm: str):
+    def __init__(self, inplanes: int, dim: int, norm: str, with_c1: bool = True):
         super().__init__()
         self.stem = nn.Sequential(*_conv_norm_relu(3, inplanes, 2, norm),
                                   *_conv_norm_relu(inplanes, inplanes, 1, norm),
@@ -259,7 +260,7 @@ class SpatialPriorModule(nn.Module):
         self.conv2 = nn.Sequential(*_conv_norm_relu(inplanes, 2 * inplanes, 2, norm))
         self.conv3 = nn.Sequential(*_conv_norm_relu(2 * inplanes, 4 * inplanes, 2, norm))
         self.conv4 = nn.Sequential(*_conv_norm_relu(4 * inplanes, 4 * inplanes, 2, norm))
-        self.fc1 = nn.Conv2d(inplanes, dim, 1)
+        self.fc1 = nn.Conv2d(inplanes, dim, 1) if with_c1 else None  # the stride-4 output only
         self.fc2 = nn.Conv2d(2 * inplanes, dim, 1)
         self.fc3 = nn.Conv2d(4 * inplanes, dim, 1)
         self.fc4 = nn.Conv2d(4 * inplanes, dim, 1)
@@ -269,18 +270,21 @@ class SpatialPriorModule(nn.Module):
         c2 = self.conv2(c1)
         c3 = self.conv3(c2)
         c4 = self.conv4(c3)
-        return self.fc1(c1), self.fc2(c2), self.fc3(c3), self.fc4(c4)
+        return (None if self.fc1 is None else self.fc1(c1), self.fc2(c2), self.fc3(c3),
+                self.fc4(c4))
 
 
 # ------------------------------------------------------------------ model
 @MODELS.register_module()
-class ViTAdapter(nn.Module):
+class ViTAdapter(BaseBackbone):
     """A plain backbone of ours (``backbone``: its config or module) with a
     ViT-Adapter; outputs strides 4 / 8 / 16 / 32, ``dim`` channels each.
 
     Args:
         backbone: a :class:`PlainBackbone` (config dict or module) without
-            class tokens; its output norms and pyramid are dropped.
+            class tokens; its output norms and pyramid are dropped.  Its own
+            ``init_cfg`` (an upstream classification checkpoint) is loaded
+            by :meth:`init_weights` unless the adapter has one.
         interaction_indexes: ``[[start, end], ...]`` block ranges (inclusive)
             of the interaction blocks, covering the blocks in order.
         conv_inplane, n_points, deform_num_heads, init_values_inject,
@@ -292,6 +296,14 @@ class ViTAdapter(nn.Module):
             ``'bn'`` (one device, CPU) or ``'ln2d'``.
         drop_path_rate: the extractors' ConvFFN drop path (None: the
             backbone's rate, as upstream).
+        out_indices: outputs among strides 4 / 8 / 16 / 32.  Every output
+            depends on every block, so all blocks always run; without output
+            0 the stride-4 branch (``spm.fc1``, ``up``) is not built.
+        frozen_stages: 0 freezes the plain model's patch and position
+            embeddings, k >= 1 also its stages 0..k-1 (the adapter trains).
+        norm_eval, with_cp, init_cfg: the common contract; ``init_cfg``
+            ``Pretrained`` reads upstream's adapter checkpoints
+            (:func:`convert_vit_adapter_checkpoint`).
     """
 
     def __init__(self, backbone: Union[dict, nn.Module], interaction_indexes: Sequence,
@@ -300,51 +312,77 @@ class ViTAdapter(nn.Module):
                  cffn_ratio: float = 0.25, deform_ratio: float = 1.0,
                  add_vit_feature: bool = True, use_extra_extractor: bool = True,
                  norm: str = 'syncbn', drop_path_rate: Optional[float] = None,
-                 with_cp: bool = False):
-        super().__init__()
+                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 norm_eval: bool = False, with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
         vit = MODELS.build(backbone) if isinstance(backbone, dict) else backbone
         name = type(self).__name__
         if not isinstance(vit, PlainBackbone):
             raise TypeError(f'{name}: backbone must be a plain backbone (Vim, VisionRWKV), '
                             f'got {type(vit).__name__}')
+        super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, with_cp=with_cp, in_channels=vit.in_channels,
+                         init_cfg=init_cfg)
+        self._check_out_indices(vit.num_stages)
         if type(vit).add_tokens is not PlainBackbone.add_tokens:
             raise ValueError(f'{name}: {type(vit).__name__} adds class tokens; the adapter '
                              'needs the plain token grid (build it without them)')
         if norm not in NORMS:
             raise ValueError(f'{name}: norm must be one of {NORMS}, got {norm!r}')
-        self.blocks = [blk for stage in vit.stages for blk in stage]
+        blocks = [blk for stage in vit.stages for blk in stage]
         idx = [tuple(int(i) for i in r) for r in interaction_indexes]
         flat = [i for s, e in idx for i in range(s, e + 1)]
         if not idx or any(len(r) != 2 or r[0] > r[1] for r in idx) or \
-                flat != list(range(len(self.blocks))):
+                flat != list(range(len(blocks))):
             raise ValueError(f'{name}: interaction_indexes {interaction_indexes} must be '
-                             f'[start, end] ranges covering blocks 0..{len(self.blocks) - 1} '
+                             f'[start, end] ranges covering blocks 0..{len(blocks) - 1} '
                              'in order')
         # the plain model's own outputs are not used
         for i in vit.out_indices:
             delattr(vit, f'norm{i}')
         vit.fpns = nn.ModuleDict()
         self.vit = vit
+        self._blocks = blocks  # a plain list: the modules belong to vit.stages
         dim = vit.embed_dims
         self.embed_dims = dim
         self.interaction_indexes = idx
         self.add_vit_feature = add_vit_feature
-        self.with_cp = with_cp
         if drop_path_rate is None:
             drop_path_rate = vit.drop_path_rate
+        with_c1 = 0 in self.out_indices
         self.level_embed = nn.Parameter(torch.zeros(3, dim))
-        self.spm = SpatialPriorModule(conv_inplane, dim, norm)
+        self.spm = SpatialPriorModule(conv_inplane, dim, norm, with_c1)
         self.interactions = nn.Sequential(*[
             InteractionBlock(dim, deform_num_heads, n_points, deform_ratio, init_values_inject,
                              with_cffn, cffn_ratio, 0.0, drop_path_rate,
                              use_extra_extractor and i == len(idx) - 1, with_cp)
             for i in range(len(idx))])
-        self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
-        for i in range(1, 5):
+        self.up = nn.ConvTranspose2d(dim, dim, 2, 2) if with_c1 else None
+        for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm2d(norm, dim))
         self.num_features = [dim] * 4
         self.strides = [4, 8, 16, 32]
         self.reset_adapter_parameters()
+        self._freeze_stages()
+
+    # the plain model's stem and stages, for the contract's freezing
+    @property
+    def patch_embed(self) -> nn.Module:
+        return self.vit.patch_embed
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.vit.stages
+
+    def frozen_modules(self) -> List[nn.Module]:
+        mods = [self.vit.patch_embed] if self.frozen_stages >= 0 else []
+        return mods + list(self.vit.stages[:max(self.frozen_stages, 0)])
+
+    def frozen_params(self) -> List[nn.Parameter]:
+        return self.vit.frozen_params()
+
+    def unused_modules(self) -> List[nn.Module]:
+        return []  # every output depends on every block
 
     @torch.no_grad()
     def reset_adapter_parameters(self):
@@ -365,7 +403,8 @@ class ViTAdapter(nn.Module):
                 if m.bias is not None:
                     m.bias.zero_()
         for mod in (self.up, self.spm, self.interactions):
-            mod.apply(init)
+            if mod is not None:
+                mod.apply(init)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
                 m.reset_parameters()
@@ -384,8 +423,7 @@ class ViTAdapter(nn.Module):
         return self.num_layers + 1
 
     # ------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        self.vit.check_input(x)
+    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         H0, W0 = x.shape[-2:]
         x = pad_to_multiple(x, 32)
         H, W = x.shape[-2:]
@@ -400,7 +438,7 @@ class ViTAdapter(nn.Module):
         tok = tok + resize_pos_embed(vit.pos_embed, vit.pretrain_grid, hw)
         h, w = hw
         for (start, end), block in zip(self.interaction_indexes, self.interactions):
-            def run(t, blocks=self.blocks[start:end + 1]):
+            def run(t, blocks=self._blocks[start:end + 1]):
                 for blk in blocks:
                     if self.with_cp and torch.is_grad_enabled():
                         t = cp.checkpoint(vit.run_block, blk, t, hw, use_reentrant=False)
@@ -412,20 +450,31 @@ class ViTAdapter(nn.Module):
         B, _, C = tok.shape
         c2, c3, c4 = [t.transpose(1, 2).reshape(B, C, hh, ww) for t, (hh, ww) in
                       zip(c.split(sizes, 1), ((2 * h, 2 * w), (h, w), (h // 2, w // 2)))]
-        c1 = self.up(c2) + c1
-        outs = [c1, c2, c3, c4]
-        if self.add_vit_feature:
-            x3 = tok.transpose(1, 2).reshape(B, C, h, w)
-            outs = [o + F.interpolate(x3, scale_factor=s, mode='bilinear', align_corners=False)
-                    if s != 1 else o + x3 for o, s in zip(outs, (4, 2, 1, 0.5))]
-        return [getattr(self, f'norm{i + 1}')(o)[..., :(H0 + s - 1) // s, :(W0 + s - 1) // s]
-                for i, (o, s) in enumerate(zip(outs, self.strides))]
+        maps = {1: c2, 2: c3, 3: c4}
+        if self.up is not None:
+            maps[0] = self.up(c2) + c1
+        x3 = tok.transpose(1, 2).reshape(B, C, h, w) if self.add_vit_feature else None
+        outs = []
+        for i in self.out_indices:
+            o, s = maps[i], self.strides[i]
+            if x3 is not None:
+                o = o + (x3 if s == 16 else
+                         F.interpolate(x3, scale_factor=16 / s, mode='bilinear',
+                                       align_corners=False))
+            o = getattr(self, f'norm{i}')(o)
+            outs.append(o[..., :(H0 + s - 1) // s, :(W0 + s - 1) // s].contiguous())
+        return outs
 
     def init_weights(self):
-        """The plain model's own ``init_cfg`` (e.g. an upstream classification
-        checkpoint); the adapter keeps its initialisation.  mmengine calls
-        this from the detector's ``init_weights``."""
+        """With ``init_cfg=dict(type='Pretrained', ...)``: an adapter
+        checkpoint (ours or upstream's).  Otherwise the plain model's own
+        ``init_cfg`` (e.g. an upstream classification checkpoint), the
+        adapter keeping its initialisation."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            return super().init_weights()
         self.vit.init_weights()
+        self._freeze_stages()
 
     @staticmethod
     def convert_checkpoint(state_dict, model: 'ViTAdapter'):
@@ -433,8 +482,9 @@ class ViTAdapter(nn.Module):
 
 
 #: upstream key prefixes of the adapter's own modules (kept as they are)
-ADAPTER_PREFIXES = ('spm.', 'interactions.', 'level_embed', 'up.', 'norm1.', 'norm2.',
-                    'norm3.', 'norm4.')
+ADAPTER_PREFIXES = ('spm.', 'interactions.', 'level_embed', 'up.')
+#: upstream's output norms (``norm1`` .. ``norm4``, strides 4 .. 32)
+UPSTREAM_NORMS = ('norm1.', 'norm2.', 'norm3.', 'norm4.')
 #: prefixes of a detector's / segmentor's other parts (dropped)
 HEAD_PREFIXES = ('neck.', 'rpn_head.', 'roi_head.', 'bbox_head.', 'decode_head.',
                  'auxiliary_head.', 'query_head.', 'panoptic_head.')
@@ -444,29 +494,36 @@ def convert_vit_adapter_checkpoint(state_dict, model: ViTAdapter):
     """An upstream ViT-Adapter checkpoint (Vision-RWKV's ``VRWKV_Adapter``
     detection / segmentation weights: ``state_dict`` of the whole detector,
     ``backbone.`` keys) onto :class:`ViTAdapter`: the adapter's modules keep
-    their names, the plain model's keys (``patch_embed``, ``pos_embed``,
-    ``layers.{i}``) go through the plain backbone's own converter under
-    ``vit.``; heads and necks are dropped.  A key that is neither is an
-    error, naming it."""
+    their names except the output norms (upstream's ``norm1`` .. ``norm4``
+    are our ``norm0`` .. ``norm3``), the plain model's keys (``patch_embed``,
+    ``pos_embed``, ``layers.{i}``) go through the plain backbone's own
+    converter under ``vit.``; heads and necks are dropped, and so are the
+    parts this model does not build (the stride-4 branch, the norms of
+    outputs it does not return).  A checkpoint already in our layout
+    (``vit.`` keys) passes through.  A key that is neither is an error."""
     if 'state_dict' in state_dict and isinstance(state_dict['state_dict'], dict):
         state_dict = state_dict['state_dict']
     if any(k.startswith('backbone.') for k in state_dict):
         state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items()
                       if k.startswith('backbone.')}
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_PREFIXES)}
+    if any(k.startswith('vit.') for k in state_dict):
+        return state_dict
+    own = {k.split('.')[0] for k in model.state_dict()}
     adapter, plain = {}, {}
     for k, v in state_dict.items():
-        if k.startswith(HEAD_PREFIXES):
-            continue
-        if k.startswith('vit.'):          # already ours
-            adapter[k] = v
+        if k.startswith(UPSTREAM_NORMS):
+            k = f'norm{int(k[4]) - 1}' + k[5:]
+            if k.split('.')[0] in own:    # an output this model returns
+                adapter[k] = v
         elif k.startswith(ADAPTER_PREFIXES):
-            adapter[k] = v
+            if not (model.up is None and k.startswith(('spm.fc1.', 'up.'))):
+                adapter[k] = v
         else:
             plain[k] = v
     vit = model.vit
     converted = type(vit).convert_checkpoint(plain, vit)
-    expected = set(vit.state_dict())
-    unknown = sorted(set(converted) - expected)
+    unknown = sorted(set(converted) - set(vit.state_dict()))
     if unknown:
         raise KeyError(f'convert_vit_adapter_checkpoint: keys that are neither the adapter\'s '
                        f'nor {type(vit).__name__}\'s: {unknown[:8]}'
