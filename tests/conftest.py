@@ -25,3 +25,15 @@ if importlib.util.find_spec('triton') is not None:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    """Small generated COCO and ADE20K datasets (``<root>/coco``,
+    ``<root>/ade``) for the consumer tests; modules that need other sizes
+    define their own ``data_root``."""
+    from mmvisbackbones.datasets import make_ade_demo, make_coco_demo
+    root = tmp_path_factory.mktemp('demo_data')
+    make_coco_demo(str(root / 'coco'), num_train=4, num_val=2)
+    make_ade_demo(str(root / 'ade'), num_train=4, num_val=2)
+    return str(root)

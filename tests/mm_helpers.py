@@ -1,6 +1,7 @@
 """Helpers for tests that run mmdet / mmseg consumers on the demo data."""
 import os.path as osp
 
+import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -67,6 +68,28 @@ def build_in_scope(cfg, kind):
         from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     return MODELS.build(cfg.model)
+
+
+def one_iteration_and_prediction(cfg, kind):
+    """Build ``cfg``'s model, run one training iteration on its train data
+    (finite loss, gradients reach the backbone) and one prediction; returns
+    the model."""
+    from mmengine.runner import Runner
+    model = build_in_scope(cfg, kind)
+    model.init_weights()
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
+    model.train()
+    losses = model(**model.data_preprocessor(batch, True), mode='loss')
+    loss, log_vars = model.parse_losses(losses)
+    assert torch.isfinite(loss), log_vars
+    loss.backward()
+    assert_gradients_reach(model.backbone)
+    model.eval()
+    val_batch = next(iter(Runner.build_dataloader(cfg.val_dataloader)))
+    with torch.no_grad():
+        preds = model.val_step(val_batch)
+    assert len(preds) == len(val_batch['inputs'])
+    return model
 
 
 def batches(loader, n):

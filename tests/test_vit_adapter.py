@@ -151,37 +151,16 @@ def test_state_dict_has_no_duplicate_keys():
     assert len(keys) == len(set(keys))
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from mmvisbackbones.datasets import make_ade_demo, make_coco_demo
-    root = tmp_path_factory.mktemp('demo_data')
-    make_coco_demo(str(root / 'coco'), num_train=2, num_val=1)
-    make_ade_demo(str(root / 'ade'), num_train=2, num_val=1)
-    return str(root)
-
-
 @pytest.mark.parametrize('kind', ['maskrcnn', 'upernet', 'dino'])
 def test_one_training_iteration_in_each_consumer(kind, data_root):
     """type='ViTAdapter' inside Mask R-CNN, UperNet and DINO (mmdet / mmseg
     scopes): a finite loss whose gradients reach the adapter and the plain
     blocks, then a prediction."""
-    from mmengine.runner import Runner
-    from mm_helpers import assert_gradients_reach, build_in_scope, demo_cfg, set_channels
+    from mm_helpers import demo_cfg, one_iteration_and_prediction, set_channels
     cfg = demo_cfg(kind, data_root)
     out_indices = (1, 2, 3) if kind == 'dino' else (0, 1, 2, 3)
     cfg.model.backbone = dict(type='ViTAdapter', out_indices=out_indices,
                               backbone=dict(type='VisionRWKV', arch='test'), **dict(TINY, norm='bn'))
     set_channels(cfg, kind, [32] * len(out_indices))
-    model = build_in_scope(cfg, kind)
-    model.init_weights()
+    model = one_iteration_and_prediction(cfg, kind)
     assert type(model.backbone).__name__ == 'ViTAdapter'
-    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader)))
-    model.train()
-    loss, log_vars = model.parse_losses(model(**model.data_preprocessor(batch, True), mode='loss'))
-    assert torch.isfinite(loss), log_vars
-    loss.backward()
-    assert_gradients_reach(model.backbone)
-    model.eval()
-    val_batch = next(iter(Runner.build_dataloader(cfg.val_dataloader)))
-    with torch.no_grad():
-        assert len(model.val_step(val_batch)) == len(val_batch['inputs'])

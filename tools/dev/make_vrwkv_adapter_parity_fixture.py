@@ -30,25 +30,8 @@ import types
 import torch
 import torch.nn as nn
 
-
-def mod(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
-
-
-class _PatchEmbed(nn.Module):  # mmcv.cnn.bricks.transformer.PatchEmbed, as VRWKV uses it
-
-    def __init__(self, in_channels, input_size, embed_dims, conv_type, kernel_size, stride,
-                 bias):
-        super().__init__()
-        self.projection = nn.Conv2d(in_channels, embed_dims, kernel_size, stride, bias=bias)
-        self.init_out_size = (input_size // stride, input_size // stride)
-
-    def forward(self, x):
-        x = self.projection(x)
-        return x.flatten(2).transpose(1, 2), x.shape[-2:]
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from make_vrwkv_parity_fixture import _PatchEmbed, mod  # noqa: E402  (the shared stand-ins)
 
 
 class _BaseModule(nn.Module):  # mmcv.runner.BaseModule(init_cfg)
