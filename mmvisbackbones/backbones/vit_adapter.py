@@ -22,8 +22,10 @@ The deformable attention is :class:`MSDeformAttn` (Deformable DETR's module
 with ViT-Adapter's ``ratio``: values projected to ``ratio * dim``) computing
 with mmcv 2.1's multi-scale deformable attention: its CUDA kernel on CUDA
 tensors, its PyTorch path (``grid_sample``) on the CPU.  mmcv is imported
-when an adapter is built, so ``import mmvisbackbones`` does not need it.
-Parameter names follow upstream's, so their checkpoints map by prefix.
+when the attention first runs, so ``import mmvisbackbones`` does not need
+it.  Parameter names follow upstream's (the plain model under ``vit.``, the
+output norms ``norm0`` .. ``norm3`` for upstream's ``norm1`` .. ``norm4``):
+:func:`convert_vit_adapter_checkpoint` maps their checkpoints.
 
 Inputs are zero-padded to a multiple of 32 (upstream needs exact multiples:
 its level sizes are ``H // 8`` .. ``H // 32``) and the outputs cropped to
