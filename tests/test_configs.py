@@ -28,6 +28,22 @@ CONFIGS = sorted(p for f in FAMILIES for p in glob.glob(osp.join(ROOT, 'configs'
     + [osp.join(ROOT, 'configs', 'vmamba_maskrcnn.py')]
 
 
+#: the ViT-Adapter configs follow upstream Vision-RWKV's recipes:
+#: (AdamW lr, weight decay, layer-wise lr decay) by file name
+ADAPTER_RECIPES = {
+    'mask-rcnn_vrwkv-adapter-t_fpn_1x_coco.py': (2e-4, 0.01, 0.85),
+    'mask-rcnn_vrwkv-adapter-s_fpn_1x_coco.py': (1e-4, 0.05, 0.85),
+    'upernet_vrwkv-adapter-t_8xb2-160k_ade20k-512x512.py': (12e-5, 0.01, 0.95),
+    'upernet_vrwkv-adapter-s_8xb2-160k_ade20k-512x512.py': (6e-5, 0.01, 0.85),
+}
+
+
+def pretrained_cfg(cfg):
+    """The backbone's ``init_cfg`` (for an adapter, its plain model's)."""
+    bb = cfg.model.backbone
+    return bb.backbone.init_cfg if bb.type == 'ViTAdapter' else bb.init_cfg
+
+
 def _expected(family, archs, extra=()):
     for a in archs:
         yield f'mask-rcnn_{family}-{a}_fpn_1x_coco.py'
@@ -39,7 +55,7 @@ def _expected(family, archs, extra=()):
 
 def test_config_set_is_complete():
     names = {osp.basename(c) for c in CONFIGS}
-    expected = set()
+    expected = set(ADAPTER_RECIPES)
     for family, archs, extra in FAMILY_CONFIGS.values():
         expected |= set(_expected(family, archs, extra))
     assert expected <= names, sorted(expected - names)
@@ -51,6 +67,8 @@ def test_config_channels_consistent(path):
     assert cfg.custom_imports['imports'] == ['mmvisbackbones']
     bb_cfg = dict(cfg.model.backbone)
     bb_cfg.pop('init_cfg', None)
+    if bb_cfg['type'] == 'ViTAdapter':
+        bb_cfg['backbone'] = {k: v for k, v in bb_cfg['backbone'].items() if k != 'init_cfg'}
     with torch.device('meta'):
         bb = MODELS.build(bb_cfg)
     ch = bb.out_channels
@@ -72,9 +90,17 @@ def test_config_channels_consistent(path):
         assert cfg.model.neck.in_channels == ch
         assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
         assert cfg.optim_wrapper.optimizer.type == 'AdamW'
-        assert cfg.optim_wrapper.optimizer.lr == 1e-4
-        assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
-    assert cfg.model.backbone.init_cfg.checkpoint.startswith('checkpoints/')
+        if osp.basename(path) not in ADAPTER_RECIPES:
+            assert cfg.optim_wrapper.optimizer.lr == 1e-4
+            assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    if osp.basename(path) in ADAPTER_RECIPES:
+        lr, wd, decay = ADAPTER_RECIPES[osp.basename(path)]
+        opt = cfg.optim_wrapper
+        assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ('AdamW', lr, wd)
+        assert opt.constructor == 'LayerDecayOptimWrapperConstructor'
+        assert opt.paramwise_cfg == dict(num_layers=12, layer_decay_rate=decay)
+        assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
+    assert pretrained_cfg(cfg).checkpoint.startswith('checkpoints/')
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
@@ -91,7 +117,7 @@ def test_real_config_builds_and_names_missing_pretrained(path, tmp_path, monkeyp
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     n_opt = sum(p.numel() for g in wrapper.optimizer.param_groups for p in g['params'])
     assert n_opt == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    with pytest.raises(FileNotFoundError, match=osp.basename(cfg.model.backbone.init_cfg.checkpoint)):
+    with pytest.raises(FileNotFoundError, match=osp.basename(pretrained_cfg(cfg).checkpoint)):
         model.init_weights()
 
 

@@ -87,3 +87,33 @@ def test_long_sequences_run():
     with torch.no_grad():
         (out, ) = net(torch.randn(1, 3, 512, 512))
     assert out.shape == (1, 32, 32, 32)
+
+
+def test_layer_scale_of_one_loads_weights_without_one(tmp_path):
+    """Upstream's VRWKV-T adapter recipes put a layer scale initialised to 1
+    on the classification weights of a model without one: those load (the
+    scales are optional only then, since a scale of 1 is no scale) and the
+    model computes what the weights do; any other initial scale must come
+    from the checkpoint."""
+    from mmvisbackbones.utils import CheckpointMismatchError
+    fx = torch.load(FIXTURE, weights_only=True)
+    sd = {k: v for k, v in fx['state_dict'].items() if '.gamma' not in k}
+    assert len(sd) < len(fx['state_dict'])
+    ckpt = tmp_path / 'no_scale.pth'
+    torch.save({'state_dict': sd, 'meta': {}}, ckpt)
+    arch = dict(VisionRWKV.arch_zoo['test'])
+
+    def build(init_values):
+        torch.manual_seed(0)  # the same init for what the weights lack (pyramid, norms)
+        net = VisionRWKV(arch=dict(arch, init_values=init_values), pretrain_img_size=64,
+                         drop_path_rate=0.0, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+        net.init_weights()
+        return net.eval()
+
+    x = fx['input']
+    with torch.no_grad():
+        ref, got = build(None)(x), build(1.0)(x)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(CheckpointMismatchError, match='gamma'):
+        build(1e-5)

@@ -217,6 +217,19 @@ class VisionRWKV(PlainBackbone):
     def run_block(self, block, x, hw):
         return block(x, hw)
 
+    def checkpoint_optional_prefixes(self):
+        """With a layer scale initialised to exactly 1 (upstream's VRWKV-T
+        detection and segmentation recipes on the classification weights of
+        a model without one) the scales may be missing from a checkpoint:
+        a scale of 1 is no scale, so the model computes what the checkpoint
+        did.  Any other initial scale must come from the checkpoint."""
+        extra = ()
+        if self.arch.get('init_values') == 1.0:
+            per = self.depth // self.num_stages
+            extra = tuple(f'stages.{i // per}.{i % per}.gamma{k}' for i in range(self.depth)
+                          for k in (1, 2))
+        return super().checkpoint_optional_prefixes() + extra
+
     @staticmethod
     def convert_checkpoint(state_dict, model=None):
         return convert_vision_rwkv_checkpoint(state_dict, model)
