@@ -164,3 +164,16 @@ def test_one_training_iteration_in_each_consumer(kind, data_root):
     set_channels(cfg, kind, [32] * len(out_indices))
     model = one_iteration_and_prediction(cfg, kind)
     assert type(model.backbone).__name__ == 'ViTAdapter'
+
+
+def test_onnx_export_dynamic(tmp_path):
+    """Exported with dynamic batch / height / width at 64x64 (the traced
+    deformable attention takes its level sizes from the graph, where mmcv's
+    CPU path would freeze them), verified by onnxruntime against PyTorch
+    there and at 2x3x57x81 (padded to 64x96 inside)."""
+    pytest.importorskip('onnxruntime')
+    from mmvisbackbones.deploy.onnx import export_backbone
+    net = tiny_vrwkv_adapter(norm='bn').eval()
+    report = export_backbone(net, str(tmp_path / 'adapter.onnx'), input_shape=(1, 3, 64, 64),
+                             dynamic=True, second_shape=(2, 3, 57, 81))
+    assert report.ok and report.dynamic

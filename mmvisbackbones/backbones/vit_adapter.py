@@ -91,7 +91,8 @@ class MSDeformAttn(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             lin.bias.zero_()
 
-    def forward(self, query, reference_points, value_in, spatial_shapes, level_start_index):
+    def forward(self, query, reference_points, value_in, spatial_shapes, level_start_index,
+                sizes=None):
         from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                                       multi_scale_deformable_attn_pytorch)
         N, Lq, _ = query.shape
@@ -108,6 +109,10 @@ class MSDeformAttn(nn.Module):
             out = MultiScaleDeformableAttnFunction.apply(
                 value.contiguous(), spatial_shapes, level_start_index, locations.contiguous(),
                 weights.contiguous(), self.im2col_step)
+        elif torch.jit.is_tracing():  # mmcv's CPU path would freeze the level sizes
+            if sizes is None:
+                raise ValueError('MSDeformAttn: a traced graph needs the level `sizes`')
+            out = _deform_attn_traceable(value, sizes, locations, weights)
         else:
             out = multi_scale_deformable_attn_pytorch(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
@@ -115,27 +120,53 @@ class MSDeformAttn(nn.Module):
 
 def reference_points(sizes, device):
     """Pixel centres of every level ``(H, W)`` normalised to [0, 1], as
-    ``(1, sum H W, 1, 2)`` (x, y)."""
+    ``(1, sum H W, 1, 2)`` (x, y).  (``arange``: a traced graph keeps the
+    sizes dynamic; the values equal ``linspace(0.5, H - 0.5, H) / H``.)"""
     pts = []
     for H, W in sizes:
-        y, x = torch.meshgrid(torch.linspace(0.5, H - 0.5, H, device=device) / H,
-                              torch.linspace(0.5, W - 0.5, W, device=device) / W, indexing='ij')
+        ys = (torch.arange(H, device=device, dtype=torch.float32) + 0.5) / H
+        xs = (torch.arange(W, device=device, dtype=torch.float32) + 0.5) / W
+        y, x = torch.meshgrid(ys, xs, indexing='ij')
         pts.append(torch.stack([x.reshape(-1), y.reshape(-1)], -1))
     return torch.cat(pts, 0)[None, :, None]
 
 
-def deform_inputs(H: int, W: int, device):
+def deform_inputs(H, W, device):
     """The injector's and the extractor's deformable-attention inputs for an
     ``H x W`` (multiple of 32) image: the injector's queries are the
     stride-16 tokens over the SPM's strides 8 / 16 / 32, the extractor's the
-    SPM's three levels over the stride-16 tokens."""
+    SPM's three levels over the stride-16 tokens.  Each is ``(reference
+    points, spatial shapes (levels, 2), level start index, [(h, w), ...])``;
+    the list carries the sizes themselves (traced values when exporting)."""
     levels = [(H // 8, W // 8), (H // 16, W // 16), (H // 32, W // 32)]
-    shapes = torch.as_tensor(levels, dtype=torch.long, device=device)
+    if torch.jit.is_tracing():
+        shapes = torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)])
+                              for h, w in levels]).to(device)
+    else:
+        shapes = torch.as_tensor(levels, dtype=torch.long, device=device)
     starts = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
-    tokens = torch.as_tensor([levels[1]], dtype=torch.long, device=device)
-    inject = (reference_points([levels[1]], device), shapes, starts)
-    extract = (reference_points(levels, device), tokens, tokens.new_zeros(1))
+    inject = (reference_points([levels[1]], device), shapes, starts, levels)
+    extract = (reference_points(levels, device), shapes[1:2], shapes.new_zeros(1), levels[1:2])
     return inject, extract
+
+
+def _deform_attn_traceable(value, sizes, locations, weights):
+    """Multi-scale deformable attention by ``grid_sample``, the formula of
+    mmcv's ``multi_scale_deformable_attn_pytorch`` with the level sizes
+    taken from ``sizes`` (traced values in an exported graph) instead of a
+    tensor of shapes, which a tracer turns into constants."""
+    N, _, heads, dims = value.shape
+    _, Lq, _, levels, points, _ = locations.shape
+    grids = 2 * locations - 1
+    sampled = []
+    for lvl, (v, (h, w)) in enumerate(zip(value.split([h * w for h, w in sizes], 1), sizes)):
+        v = v.flatten(2).transpose(1, 2).reshape(N * heads, dims, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(v, g, mode='bilinear', padding_mode='zeros',
+                                     align_corners=False))
+    weights = weights.transpose(1, 2).reshape(N * heads, 1, Lq, levels * points)
+    out = (torch.stack(sampled, -2).flatten(-2) * weights).sum(-1)
+    return out.view(N, heads * dims, Lq).transpose(1, 2).contiguous()
 
 
 # ------------------------------------------------------------------ blocks
@@ -189,7 +220,7 @@ class Injector(nn.Module):
     def forward(self, x, c, deform):
         def inner(x, c):
             return x + self.gamma * self.attn(self.query_norm(x), deform[0], self.feat_norm(c),
-                                              deform[1], deform[2])
+                                              *deform[1:])
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(inner, x, c, use_reentrant=False)
         return inner(x, c)
@@ -212,8 +243,7 @@ class Extractor(nn.Module):
 
     def forward(self, c, x, deform, H, W):
         def inner(c, x):
-            c = c + self.attn(self.query_norm(c), deform[0], self.feat_norm(x), deform[1],
-                              deform[2])
+            c = c + self.attn(self.query_norm(c), deform[0], self.feat_norm(x), *deform[1:])
             if self.with_cffn:
                 c = c + self.drop_path(self.ffn(self.ffn_norm(c), H, W))
             return c
