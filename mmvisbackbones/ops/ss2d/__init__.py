@@ -29,9 +29,7 @@ from .._flops import recurrence_op, selective_scan_macs
 from ..cross_scan import cross_merge, cross_scan
 from ..selective_scan import resolve_backend, selective_scan
 from .naive import ss2d_scan_naive, to_scan_order_naive
-from .torch_ss2d import ss2d_scan_torch, to_scan_order
-
-K = 4
+from .torch_ss2d import K, ss2d_scan_torch, to_scan_order
 
 
 def _check(x, delta, A, B, C):

@@ -177,10 +177,10 @@ def ss2d_forward(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True
         y = torch.empty_like(u)
         if lay.rows and D is not None:
             torch.mul(u, D.to(cd).reshape(K, P).sum(0).reshape(P, 1), out=y)
-        dt_k, a, b = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u)
-        if N > 1:
-            a = a.new_empty(u.shape[:3] + (N, u.shape[3]))  # (Bt, T, P, N, nC)
-            b = torch.empty_like(a)
+        dt_k = torch.empty_like(u)
+        # decays and inputs: (Bt, T, P, nC), or (Bt, T, P, N, nC) with a state axis
+        a = u.new_empty(u.shape if N == 1 else u.shape[:3] + (N, u.shape[3]))
+        b = torch.empty_like(a)
         for k in dirs:                # two directions share u, y and the buffers
             lay.write(dt[:, k], dt_k)                        # raw step sizes, then in place:
             if bias is not None:
@@ -223,10 +223,12 @@ class SS2DTorchFn(torch.autograd.Function):
         needs = ctx.needs_input_grad
         Bt, P, H, W = x.shape
         L = H * W
+        #: forward arguments that the layout change to scan order applies to
+        spatial = (0, 1, 3, 4)                                  # x, delta, B, C
         with torch.enable_grad():
             # the composed path's inputs, in scan order, as functions of ours
-            leaves = [t.detach().requires_grad_(n) for t, n in
-                      zip((x, delta, B, C), (needs[0], needs[1], needs[3], needs[4]))]
+            leaves = [t.detach().requires_grad_(needs[i])
+                      for t, i in zip((x, delta, B, C), spatial)]
             xs = cross_scan(leaves[0]).reshape(Bt, K * P, L)
             ds = to_scan_order(leaves[1].reshape(Bt, K, P, H, W)).reshape(Bt, K * P, L)
             Bs, Cs = to_scan_order(leaves[2]), to_scan_order(leaves[3])
@@ -235,19 +237,15 @@ class SS2DTorchFn(torch.autograd.Function):
         du, ddt, dA, dB, dC, dD, _, dbias = _scan_backward(
             xs.detach(), ds.detach(), A, Bs.detach(), Cs.detach(), D, None, delta_bias,
             ctx.delta_softplus, default_chunk_size(A.shape[-1]), dys, None)
-        outs = [(xs, du, 0), (ds, ddt, 1), (Bs, dB, 3), (Cs, dC, 4)]
-        outs = [(o, g, i) for o, g, i in outs if needs[i]]
-        grads = [None] * 8
-        if outs:
-            got = torch.autograd.grad([o for o, _, _ in outs], [leaves[(0, 1, None, 2, 3)[i]]
-                                                                 for _, _, i in outs],
-                                      [g for _, g, _ in outs])
-            for (_, _, i), g in zip(outs, got):
-                grads[i] = g
-        grads[2] = dA if needs[2] else None
-        grads[5] = dD if needs[5] else None
-        grads[6] = dbias if needs[6] else None
-        return tuple(grads)
+        grads = [None, None, dA, None, None, dD, dbias, None]
+        want = [j for j, i in enumerate(spatial) if needs[i]]
+        if want:  # scan-order gradients back through the layout change
+            scan_in, scan_grad = (xs, ds, Bs, Cs), (du, ddt, dB, dC)
+            got = torch.autograd.grad([scan_in[j] for j in want], [leaves[j] for j in want],
+                                      [scan_grad[j] for j in want])
+            for j, g in zip(want, got):
+                grads[spatial[j]] = g
+        return tuple(g if n else None for g, n in zip(grads, needs))
 
 
 def ss2d_scan_torch(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
