@@ -20,8 +20,9 @@ Vision-RWKV, PlainMamba and DeiT do:
 
 The deformable attention is :class:`MSDeformAttn` (Deformable DETR's module
 with ViT-Adapter's ``ratio``: values projected to ``ratio * dim``) computing
-with mmcv 2.1's multi-scale deformable attention: its CUDA kernel on CUDA
-tensors, its PyTorch path (``grid_sample``) on the CPU.  mmcv is imported
+with mmcv 2.1's multi-scale deformable attention kernel on CUDA tensors and
+:func:`deform_attn_torch` (mmcv's ``grid_sample`` formula, with sizes a
+traced graph keeps dynamic) on the CPU.  mmcv is imported
 when the attention first runs, so ``import mmvisbackbones`` does not need
 it.  Parameter names follow upstream's (the plain model under ``vit.``, the
 output norms ``norm0`` .. ``norm3`` for upstream's ``norm1`` .. ``norm4``):
@@ -54,8 +55,9 @@ class MSDeformAttn(nn.Module):
 
     ``forward(query (N, Lq, dim), reference_points (N|1, Lq, 1|levels, 2) in
     [0, 1] as (x, y), value_in (N, Lv, dim), spatial_shapes (levels, 2) as
-    (H, W), level_start_index (levels,))`` -> ``(N, Lq, dim)``; unlike mmcv's
-    ``MultiScaleDeformableAttention`` module it adds no identity."""
+    (H, W), level_start_index (levels,), sizes [(H, W), ...])`` -> ``(N, Lq,
+    dim)``; unlike mmcv's ``MultiScaleDeformableAttention`` module it adds no
+    identity."""
 
     def __init__(self, dim: int, n_levels: int, n_heads: int, n_points: int,
                  ratio: float = 1.0):
@@ -92,9 +94,8 @@ class MSDeformAttn(nn.Module):
             lin.bias.zero_()
 
     def forward(self, query, reference_points, value_in, spatial_shapes, level_start_index,
-                sizes=None):
-        from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
-                                                      multi_scale_deformable_attn_pytorch)
+                sizes):
+        from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
         N, Lq, _ = query.shape
         Lv = value_in.shape[1]
         value = self.value_proj(value_in).view(N, Lv, self.n_heads, self.value_dim // self.n_heads)
@@ -109,12 +110,8 @@ class MSDeformAttn(nn.Module):
             out = MultiScaleDeformableAttnFunction.apply(
                 value.contiguous(), spatial_shapes, level_start_index, locations.contiguous(),
                 weights.contiguous(), self.im2col_step)
-        elif torch.jit.is_tracing():  # mmcv's CPU path would freeze the level sizes
-            if sizes is None:
-                raise ValueError('MSDeformAttn: a traced graph needs the level `sizes`')
-            out = _deform_attn_traceable(value, sizes, locations, weights)
         else:
-            out = multi_scale_deformable_attn_pytorch(value, spatial_shapes, locations, weights)
+            out = deform_attn_torch(value, sizes, locations, weights)
         return self.output_proj(out)
 
 
@@ -150,11 +147,12 @@ def deform_inputs(H, W, device):
     return inject, extract
 
 
-def _deform_attn_traceable(value, sizes, locations, weights):
-    """Multi-scale deformable attention by ``grid_sample``, the formula of
-    mmcv's ``multi_scale_deformable_attn_pytorch`` with the level sizes
-    taken from ``sizes`` (traced values in an exported graph) instead of a
-    tensor of shapes, which a tracer turns into constants."""
+def deform_attn_torch(value, sizes, locations, weights):
+    """Multi-scale deformable attention by ``grid_sample`` (the CPU path,
+    eager and exported alike): the formula of mmcv's
+    ``multi_scale_deformable_attn_pytorch``, with the level sizes taken from
+    ``sizes`` (traced values in an exported graph) instead of mmcv's tensor
+    of shapes, which a tracer turns into constants."""
     N, _, heads, dims = value.shape
     _, Lq, _, levels, points, _ = locations.shape
     grids = 2 * locations - 1
