@@ -15,7 +15,9 @@ def to_scan_order_naive(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat[:, k][..., idx[k]] for k in range(K)], dim=1)
 
 
-def ss2d_scan_naive(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+def ss2d_scan_naive(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
+                    out_fp32=True):
+    """``out_fp32=False``: the output in ``x``'s dtype (float64 checks)."""
     Bt, P, H, W = x.shape
     K = B.shape[1]
     xs = cross_scan_naive(x).reshape(Bt, K * P, H * W)
@@ -23,5 +25,5 @@ def ss2d_scan_naive(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=T
     Bs = to_scan_order_naive(B)
     Cs = to_scan_order_naive(C)
     ys = selective_scan_naive(xs, ds, A, Bs, Cs, D=D, delta_bias=delta_bias,
-                              delta_softplus=delta_softplus, out_fp32=True)
+                              delta_softplus=delta_softplus, out_fp32=out_fp32)
     return cross_merge_naive(ys.reshape(Bt, K, P, H, W))
