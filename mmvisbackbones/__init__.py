@@ -12,8 +12,9 @@ and mmseg are needed by the configs and tools, not by the backbones.
 from .version import __version__
 from .utils.serialization import register_safe_globals
 from . import ops  # noqa: F401  (before backbones, which use them)
-from .backbones import (BaseBackbone, BiFormer, MLLA, PVTv2, Swin, Vim, VisionRWKV, VMamba,
-                        convert_biformer_checkpoint, convert_mlla_checkpoint,
+from .backbones import (BaseBackbone, BiFormer, MLLA, PlainMamba, PVTv2, Swin, Vim, VisionRWKV,
+                        VMamba, convert_biformer_checkpoint, convert_mlla_checkpoint,
+                        convert_plain_mamba_checkpoint,
                         convert_pvtv2_checkpoint, convert_swin_checkpoint, convert_vim_checkpoint,
                         convert_vision_rwkv_checkpoint, convert_vmamba_checkpoint)
 from .registry import BACKBONES
@@ -27,7 +28,7 @@ register_safe_globals()
 __all__ = [
     '__version__', 'BACKBONES', 'build_backbone', 'list_models', 'BaseBackbone', 'VMamba',
     'convert_vmamba_checkpoint', 'Vim', 'convert_vim_checkpoint', 'VisionRWKV',
-    'convert_vision_rwkv_checkpoint', 'MLLA', 'convert_mlla_checkpoint', 'Swin',
+    'convert_vision_rwkv_checkpoint', 'PlainMamba', 'convert_plain_mamba_checkpoint', 'MLLA', 'convert_mlla_checkpoint', 'Swin',
     'convert_swin_checkpoint', 'PVTv2', 'convert_pvtv2_checkpoint', 'BiFormer',
     'convert_biformer_checkpoint'
 ]

@@ -10,6 +10,7 @@ ZOO = {
     'VMamba': dict(kwargs=dict(arch='test'), bn=dict(norm_layer='bn')),
     'Vim': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
     'VisionRWKV': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
+    'PlainMamba': dict(kwargs=dict(arch='test'), bn=dict()),  # BatchNorm in stem / dwconv
     'MLLA': dict(kwargs=dict(arch='test'), bn=dict()),  # BatchNorm in stem/merging
     'Swin': dict(kwargs=dict(arch='test'), bn=None),
     'PVTv2': dict(kwargs=dict(arch='test'), bn=None),

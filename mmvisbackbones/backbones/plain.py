@@ -10,7 +10,9 @@ sequence and has no strides of its own.  To meet the feature contract:
 * the blocks are grouped into four equal stages; the token state after each
   stage is normalised (``norm{i}``), reshaped to a stride-16 map and turned
   into strides 4 / 8 / 16 / 32 by ViTDet's simple feature pyramid
-  (``fpns.{i}``: deconvs up, identity, max-pool down);
+  (``fpns.{i}``: deconvs up, identity, max-pool down), or, with
+  ``pyramid='none'``, returned as four stride-16 maps (the plain models'
+  UperNet recipes of PlainMamba and mmseg's ViT feed those to the head);
 * outputs are cropped back to ``ceil(H / stride)``.
 
 ``frozen_stages=k`` freezes the patch embedding and position embedding
@@ -29,6 +31,8 @@ from ..layers import RMSNorm, pad_to_multiple, resize_pos_embed, sfp_branch
 from .base import BaseBackbone
 
 SFP_SCALES = (4, 2, 1, 0.5)  # strides 4, 8, 16, 32 from a stride-16 map
+#: 'sfp': strides 4 / 8 / 16 / 32 by the simple feature pyramid; 'none': all 16
+PYRAMIDS = ('sfp', 'none')
 
 
 class PatchEmbed(nn.Module):
@@ -54,7 +58,8 @@ class PlainBackbone(BaseBackbone):
                  patch_size: int = 16, pretrain_img_size: int = 224,
                  out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: str = 'ln',
                  sfp_norm: str = 'ln2d', frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg: Optional[dict] = None):
+                 with_cp: bool = False, init_cfg: Optional[dict] = None,
+                 out_norm_eps: Optional[float] = None, pyramid: str = 'sfp'):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, with_cp=with_cp, in_channels=in_channels,
                          init_cfg=init_cfg)
@@ -64,20 +69,26 @@ class PlainBackbone(BaseBackbone):
         self.embed_dims = embed_dims
         self.depth = depth
         self.num_features = [embed_dims] * self.num_stages
-        self.strides = [4, 8, 16, 32]
+        if pyramid not in PYRAMIDS:
+            raise ValueError(f'{type(self).__name__}: pyramid must be one of {PYRAMIDS}, '
+                             f'got {pyramid!r}')
+        self.pyramid = pyramid
+        self.strides = [4, 8, 16, 32] if pyramid == 'sfp' else [16] * self.num_stages
         self._check_out_indices(self.num_stages)
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
         self.pretrain_grid = (pretrain_img_size // patch_size, ) * 2
         self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pretrain_grid), embed_dims))
         trunc_normal_(self.pos_embed, std=0.02)
         self.fpns = nn.ModuleDict(
-            {str(i): sfp_branch(embed_dims, SFP_SCALES[i], sfp_norm) for i in self.out_indices})
+            {str(i): sfp_branch(embed_dims, SFP_SCALES[i] if pyramid == 'sfp' else 1, sfp_norm)
+             for i in self.out_indices})
         norms = {'ln': nn.LayerNorm, 'rms': RMSNorm}
         if out_norm not in norms:
             raise ValueError(f'{type(self).__name__}: out_norm must be one of {sorted(norms)}, '
                              f'got {out_norm!r}')
+        eps = {} if out_norm_eps is None else dict(eps=out_norm_eps)
         for i in self.out_indices:  # token-wise norm of each output (the last = final norm)
-            self.add_module(f'norm{i}', norms[out_norm](embed_dims))
+            self.add_module(f'norm{i}', norms[out_norm](embed_dims, **eps))
 
     # ------------------------------------------------------------ building
     def build_stages(self, make_block, drop_path_rate: float):

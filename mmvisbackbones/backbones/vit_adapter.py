@@ -348,8 +348,8 @@ class ViTAdapter(BaseBackbone):
         vit = MODELS.build(backbone) if isinstance(backbone, dict) else backbone
         name = type(self).__name__
         if not isinstance(vit, PlainBackbone):
-            raise TypeError(f'{name}: backbone must be a plain backbone (Vim, VisionRWKV), '
-                            f'got {type(vit).__name__}')
+            raise TypeError(f'{name}: backbone must be a plain backbone (Vim, VisionRWKV, '
+                            f'PlainMamba), got {type(vit).__name__}')
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, with_cp=with_cp, in_channels=vit.in_channels,
                          init_cfg=init_cfg)
@@ -515,17 +515,20 @@ class ViTAdapter(BaseBackbone):
 ADAPTER_PREFIXES = ('spm.', 'interactions.', 'level_embed', 'up.')
 #: upstream's output norms (``norm1`` .. ``norm4``, strides 4 .. 32)
 UPSTREAM_NORMS = ('norm1.', 'norm2.', 'norm3.', 'norm4.')
+#: PlainMamba's adapter's names for them
+AD_NORMS = ('ad_norm1.', 'ad_norm2.', 'ad_norm3.', 'ad_norm4.')
 #: prefixes of a detector's / segmentor's other parts (dropped)
 HEAD_PREFIXES = ('neck.', 'rpn_head.', 'roi_head.', 'bbox_head.', 'decode_head.',
                  'auxiliary_head.', 'query_head.', 'panoptic_head.')
 
 
 def convert_vit_adapter_checkpoint(state_dict, model: ViTAdapter):
-    """An upstream ViT-Adapter checkpoint (Vision-RWKV's ``VRWKV_Adapter``
-    detection / segmentation weights: ``state_dict`` of the whole detector,
-    ``backbone.`` keys) onto :class:`ViTAdapter`: the adapter's modules keep
-    their names except the output norms (upstream's ``norm1`` .. ``norm4``
-    are our ``norm0`` .. ``norm3``), the plain model's keys (``patch_embed``,
+    """An upstream ViT-Adapter checkpoint (Vision-RWKV's ``VRWKV_Adapter`` and
+    PlainMamba's ``PlainMambaAdapter`` detection / segmentation weights:
+    ``state_dict`` of the whole detector, ``backbone.`` keys) onto
+    :class:`ViTAdapter`: the adapter's modules keep their names except the
+    output norms (Vision-RWKV's ``norm1`` .. ``norm4``, PlainMamba's
+    ``ad_norm1`` .. ``ad_norm4`` are our ``norm0`` .. ``norm3``), the plain model's keys (``patch_embed``,
     ``pos_embed``, ``layers.{i}``) go through the plain backbone's own
     converter under ``vit.``; heads and necks are dropped, and so are the
     parts this model does not build (the stride-4 branch, the norms of
@@ -540,10 +543,14 @@ def convert_vit_adapter_checkpoint(state_dict, model: ViTAdapter):
     if any(k.startswith('vit.') for k in state_dict):
         return state_dict
     own = {k.split('.')[0] for k in model.state_dict()}
+    # PlainMamba's adapter names its output norms ad_norm1..4 (its norm keys,
+    # if any, are the plain model's); Vision-RWKV's names them norm1..4
+    norms = AD_NORMS if any(k.startswith(AD_NORMS) for k in state_dict) else UPSTREAM_NORMS
     adapter, plain = {}, {}
     for k, v in state_dict.items():
-        if k.startswith(UPSTREAM_NORMS):
-            k = f'norm{int(k[4]) - 1}' + k[5:]
+        if k.startswith(norms):
+            n = len(norms[0]) - 2  # the digit's position
+            k = f'norm{int(k[n]) - 1}' + k[n + 1:]
             if k.split('.')[0] in own:    # an output this model returns
                 adapter[k] = v
         elif k.startswith(ADAPTER_PREFIXES):
