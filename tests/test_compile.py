@@ -154,6 +154,28 @@ def test_opaque_op_gradients_match_eager():
         assert_close_to_scale(got[k], ref[k], f'grad of {k}')
 
 
+def test_opaque_op_gradients_with_absent_inputs():
+    """Without the optional D, z and delta_bias the op's output still
+    carries gradient to every given input (a None in the op's tensor list
+    used to leave the compiled output without any)."""
+    ins = {k: v for k, v in _scan_inputs(G=2).items() if k in ('u', 'delta', 'A', 'B', 'C')}
+
+    def fn(u, delta, A, B, C):
+        return (selective_scan(u, delta, A, B, C.expand_as(B), delta_softplus=True) * 1.5).sum()
+
+    def grads(f):
+        leaves = {k: v[:, :1].clone().requires_grad_(True) if k == 'C' else
+                  v.clone().requires_grad_(True) for k, v in ins.items()}
+        f(**leaves).backward()
+        return {k: v.grad for k, v in leaves.items()}
+
+    ref = grads(fn)
+    got = grads(torch.compile(fn, backend='aot_eager', fullgraph=True))
+    for k in ref:
+        assert got[k] is not None, k
+        assert_close_to_scale(got[k], ref[k], f'grad of {k}')
+
+
 def test_opaque_op_keeps_eager_input_checks():
     """A bad input raises the op's own error when the compiled graph runs."""
     ins = _scan_inputs()

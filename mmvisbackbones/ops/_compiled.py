@@ -10,8 +10,8 @@ recorded as a call of one registered custom op::
     mmvb::recurrence(str op, Tensor?[] inputs, str options) -> Tensor[]
 
 ``op`` names the public function, ``inputs`` are its tensor arguments in
-order (``None`` where an optional one is absent) and ``options`` its other
-arguments as JSON.  At run time the op calls the public function in eager
+order (an empty tensor where an optional one is absent, listed in the
+options' ``_absent``) and ``options`` its other arguments as JSON.  At run time the op calls the public function in eager
 mode, so the backend rules (``MMVB_SCAN_BACKEND``, Triton on CUDA) and every
 input check are those of eager code; the graph around it (projections,
 norms, convolutions) is compiled, and ``fullgraph=True`` holds.
@@ -46,10 +46,17 @@ def compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+#: option naming the inputs that are absent (None) in the public call
+ABSENT = '_absent'
+
+
 def _run(op: str, inputs: Sequence[Optional[torch.Tensor]], options: str) -> List[torch.Tensor]:
     if op not in _OPS:
         raise ValueError(f'mmvb::recurrence: unknown op {op!r}; registered: {sorted(_OPS)}')
-    out = _OPS[op](*inputs, **json.loads(options))
+    kw = json.loads(options)
+    absent = set(kw.pop(ABSENT, ()))
+    inputs = [None if i in absent else t for i, t in enumerate(inputs)]
+    out = _OPS[op](*inputs, **kw)
     return [out] if isinstance(out, torch.Tensor) else list(out)
 
 
@@ -167,5 +174,13 @@ def _encode(options: dict) -> str:
 def call(op: str, inputs: Sequence[Optional[torch.Tensor]], **options):
     """``op(*inputs, **options)`` as one ``mmvb::recurrence`` node: a tensor
     when the op returns one, else a tuple."""
+    # an absent input travels as an empty tensor named in the options: with a
+    # None in its tensor list the op's outputs would not require grad (the
+    # autograd formula registered below would never run)
+    absent = [i for i, t in enumerate(inputs) if t is None]
+    if absent:
+        device = next(t.device for t in inputs if t is not None)
+        options[ABSENT] = absent
+        inputs = [torch.empty(0, device=device) if t is None else t for t in inputs]
     outs = _recurrence(op, list(inputs), _encode(options))
     return outs[0] if len(outs) == 1 else tuple(outs)
