@@ -22,6 +22,8 @@ FAMILY_CONFIGS = {
     'swin': ('swin', ('t', 's'), []),
     'pvtv2': ('pvtv2', ('b1', 'b2'), []),
     'biformer': ('biformer', ('t', 's'), []),
+    # upstream's own recipes only (PLAIN_MAMBA_RECIPES)
+    'plain_mamba': ('plainmamba', (), []),
 }
 FAMILIES = tuple(FAMILY_CONFIGS)
 CONFIGS = sorted(p for f in FAMILIES for p in glob.glob(osp.join(ROOT, 'configs', f, '*.py'))) \
@@ -35,6 +37,14 @@ ADAPTER_RECIPES = {
     'mask-rcnn_vrwkv-adapter-s_fpn_1x_coco.py': (1e-4, 0.05, 0.85),
     'upernet_vrwkv-adapter-t_8xb2-160k_ade20k-512x512.py': (12e-5, 0.01, 0.95),
     'upernet_vrwkv-adapter-s_8xb2-160k_ade20k-512x512.py': (6e-5, 0.01, 0.85),
+}
+
+#: PlainMamba's upstream recipes: (AdamW lr, weight decay), no layer-wise decay
+PLAIN_MAMBA_RECIPES = {
+    'mask-rcnn_plainmamba-adapter-l1_fpn_1x_coco.py': (1e-4, 0.05),
+    'mask-rcnn_plainmamba-adapter-l2_fpn_1x_coco.py': (1e-4, 0.05),
+    'upernet_plainmamba-l1_8xb2-160k_ade20k-512x512.py': (6e-5, 0.01),
+    'upernet_plainmamba-l2_8xb2-160k_ade20k-512x512.py': (6e-5, 0.01),
 }
 
 
@@ -55,7 +65,7 @@ def _expected(family, archs, extra=()):
 
 def test_config_set_is_complete():
     names = {osp.basename(c) for c in CONFIGS}
-    expected = set(ADAPTER_RECIPES)
+    expected = set(ADAPTER_RECIPES) | set(PLAIN_MAMBA_RECIPES)
     for family, archs, extra in FAMILY_CONFIGS.values():
         expected |= set(_expected(family, archs, extra))
     assert expected <= names, sorted(expected - names)
@@ -100,6 +110,14 @@ def test_config_channels_consistent(path):
         assert opt.constructor == 'LayerDecayOptimWrapperConstructor'
         assert opt.paramwise_cfg == dict(num_layers=12, layer_decay_rate=decay)
         assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
+    if osp.basename(path) in PLAIN_MAMBA_RECIPES:
+        lr, wd = PLAIN_MAMBA_RECIPES[osp.basename(path)]
+        opt = cfg.optim_wrapper
+        assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ('AdamW', lr, wd)
+        assert opt.paramwise_cfg.custom_keys['.direction_Bs'] == dict(decay_mult=0.)
+        assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
+        if 'upernet' in path:  # upstream's: four stride-16 maps, whole-image test
+            assert bb.out_strides == [16] * 4 and cfg.model.test_cfg.mode == 'whole'
     assert pretrained_cfg(cfg).checkpoint.startswith('checkpoints/')
 
 
