@@ -112,8 +112,9 @@ def test_config_channels_consistent(path):
         assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
     if osp.basename(path) in PLAIN_MAMBA_RECIPES:
         lr, wd = PLAIN_MAMBA_RECIPES[osp.basename(path)]
+        opt = cfg.optim_wrapper.optimizer
+        assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', lr, wd)
         opt = cfg.optim_wrapper
-        assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ('AdamW', lr, wd)
         assert opt.paramwise_cfg.custom_keys['.direction_Bs'] == dict(decay_mult=0.)
         assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
         if 'upernet' in path:  # upstream's: four stride-16 maps, whole-image test

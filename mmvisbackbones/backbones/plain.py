@@ -35,6 +35,18 @@ SFP_SCALES = (4, 2, 1, 0.5)  # strides 4, 8, 16, 32 from a stride-16 map
 PYRAMIDS = ('sfp', 'none')
 
 
+def convert_square_pos_embed(pos: torch.Tensor, model: 'PlainBackbone',
+                             source: str) -> torch.Tensor:
+    """A checkpoint's ``(1, side * side, C)`` position grid resized to
+    ``model``'s pre-training grid (``source`` names the checkpoint's family
+    in the error a non-square grid raises)."""
+    side = int(round(math.sqrt(pos.shape[1])))
+    if side * side != pos.shape[1]:
+        raise ValueError(f'{source} checkpoint pos_embed has {pos.shape[1]} tokens, '
+                         'not a square grid')
+    return resize_pos_embed(pos, (side, side), model.pretrain_grid)
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patch projection (a stride-``patch`` conv)."""
 

@@ -47,10 +47,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, pad_to_multiple, resize_pos_embed
+from ..layers import DropPath, pad_to_multiple
 from ..ops import selective_scan
 from ..registry import register_backbone
-from .plain import PlainBackbone
+from .plain import PlainBackbone, convert_square_pos_embed
 from .vim import _dt_bias_init
 
 #: direction codes of ``direction_Bs`` rows (upstream's order)
@@ -348,11 +348,7 @@ def convert_plain_mamba_checkpoint(state_dict: Dict[str, torch.Tensor],
             if model.num_stages - 1 in model.out_indices:
                 out[f'norm{model.num_stages - 1}.' + k[len('ln1.'):]] = v
         elif k == 'pos_embed':
-            side = int(round(math.sqrt(v.shape[1])))
-            if side * side != v.shape[1]:
-                raise ValueError(f'PlainMamba checkpoint pos_embed has {v.shape[1]} tokens, '
-                                 'not a square grid')
-            out[k] = resize_pos_embed(v, (side, side), model.pretrain_grid)
+            out[k] = convert_square_pos_embed(v, model, 'PlainMamba')
         else:
             out[k] = v
     return out

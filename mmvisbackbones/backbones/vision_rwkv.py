@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..layers import DropPath
 from ..ops.wkv import bi_wkv
 from ..registry import register_backbone
-from .plain import PlainBackbone
+from .plain import PlainBackbone, convert_square_pos_embed
 
 
 def q_shift(x: torch.Tensor, hw: Tuple[int, int], shift: int = 1,
@@ -247,7 +247,6 @@ def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],
     the final ``ln1`` -> the last output norm ``norm3``, the position grid
     resized to the model's pre-training grid, the classifier ``head`` dropped.
     Keys already in our layout pass through.  Needs ``model`` (depth, grid)."""
-    from ..layers import resize_pos_embed
     if model is None:
         raise ValueError('convert_vision_rwkv_checkpoint needs the model (depth, grid size)')
     per = model.depth // model.num_stages
@@ -265,11 +264,7 @@ def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],
             if 3 in model.out_indices:
                 out['norm3.' + k[4:]] = v
         elif k == 'pos_embed':
-            side = int(round(math.sqrt(v.shape[1])))
-            if side * side != v.shape[1]:
-                raise ValueError(f'Vision-RWKV checkpoint pos_embed has {v.shape[1]} tokens, '
-                                 'not a square grid')
-            out[k] = resize_pos_embed(v, (side, side), model.pretrain_grid)
+            out[k] = convert_square_pos_embed(v, model, 'Vision-RWKV')
         else:
             out[k] = v
     return out

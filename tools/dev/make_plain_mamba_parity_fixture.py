@@ -44,15 +44,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def mod(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    return m
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# the stand-ins the Vision-RWKV fixtures share
+from make_vrwkv_adapter_parity_fixture import _DropPath, _MSDeformAttnFunction  # noqa: E402
+from make_vrwkv_parity_fixture import _resize_pos_embed, mod  # noqa: E402
 
 
-class _BaseModule(nn.Module):  # mmcv.runner.BaseModule(init_cfg)
+class _BaseModule(nn.Module):  # mmcv.runner.BaseModule(init_cfg), with init_weights
 
     def __init__(self, init_cfg=None):
         super().__init__()
@@ -60,17 +58,6 @@ class _BaseModule(nn.Module):  # mmcv.runner.BaseModule(init_cfg)
 
     def init_weights(self):
         pass
-
-
-class _DropPath(nn.Module):  # mmcv's / timm's DropPath (identity in eval)
-
-    def __init__(self, drop_prob=0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x):
-        from mmvisbackbones.layers import drop_path
-        return drop_path(x, self.drop_prob, self.training)
 
 
 def _build_dropout(cfg):
@@ -98,15 +85,6 @@ class _AdaptivePadding(nn.Module):  # mmcv's, padding='corner': zeros bottom / r
         return F.pad(x, [0, pw, 0, ph]) if ph or pw else x
 
 
-def _resize_pos_embed(pos, src, dst, mode='bicubic', num_extra_tokens=0):  # mmcls'
-    if tuple(src) == tuple(dst):
-        return pos
-    C = pos.shape[-1]
-    g = pos.reshape(1, *src, C).permute(0, 3, 1, 2)
-    g = F.interpolate(g, size=tuple(dst), mode=mode, align_corners=False)
-    return g.flatten(2).transpose(1, 2)
-
-
 def _repeat(t, pattern, **sizes):  # einops.repeat, the one pattern upstream uses
     assert pattern == 'n -> d n', pattern
     return t.unsqueeze(0).repeat(sizes['d'], 1)
@@ -117,14 +95,6 @@ def _selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     from mmvisbackbones.ops.selective_scan import selective_scan_naive
     return selective_scan_naive(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                 return_last_state)
-
-
-class _MSDeformAttnFunction:  # the compiled op -> mmcv's PyTorch path
-
-    @staticmethod
-    def apply(value, shapes, level_start_index, locations, weights, im2col_step):
-        from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
-        return multi_scale_deformable_attn_pytorch(value, shapes, locations, weights)
 
 
 def load(name, path):
