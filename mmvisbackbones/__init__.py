@@ -28,7 +28,8 @@ register_safe_globals()
 __all__ = [
     '__version__', 'BACKBONES', 'build_backbone', 'list_models', 'BaseBackbone', 'VMamba',
     'convert_vmamba_checkpoint', 'Vim', 'convert_vim_checkpoint', 'VisionRWKV',
-    'convert_vision_rwkv_checkpoint', 'PlainMamba', 'convert_plain_mamba_checkpoint', 'MLLA', 'convert_mlla_checkpoint', 'Swin',
+    'convert_vision_rwkv_checkpoint', 'PlainMamba', 'convert_plain_mamba_checkpoint', 'MLLA',
+    'convert_mlla_checkpoint', 'Swin',
     'convert_swin_checkpoint', 'PVTv2', 'convert_pvtv2_checkpoint', 'BiFormer',
     'convert_biformer_checkpoint'
 ]

@@ -528,9 +528,9 @@ def convert_vit_adapter_checkpoint(state_dict, model: ViTAdapter):
     ``state_dict`` of the whole detector, ``backbone.`` keys) onto
     :class:`ViTAdapter`: the adapter's modules keep their names except the
     output norms (Vision-RWKV's ``norm1`` .. ``norm4``, PlainMamba's
-    ``ad_norm1`` .. ``ad_norm4`` are our ``norm0`` .. ``norm3``), the plain model's keys (``patch_embed``,
-    ``pos_embed``, ``layers.{i}``) go through the plain backbone's own
-    converter under ``vit.``; heads and necks are dropped, and so are the
+    ``ad_norm1`` .. ``ad_norm4`` are our ``norm0`` .. ``norm3``), the plain
+    model's keys (``patch_embed``, ``pos_embed``, ``layers.{i}``) go through
+    the plain backbone's own converter under ``vit.``; heads and necks are dropped, and so are the
     parts this model does not build (the stride-4 branch, the norms of
     outputs it does not return).  A checkpoint already in our layout
     (``vit.`` keys) passes through.  A key that is neither is an error."""

@@ -12,9 +12,10 @@ recorded as a call of one registered custom op::
 ``op`` names the public function, ``inputs`` are its tensor arguments in
 order (an empty tensor where an optional one is absent, listed in the
 options' ``_absent``) and ``options`` its other arguments as JSON.  At run
-time the op calls the public function in eager mode, so the backend rules (``MMVB_SCAN_BACKEND``, Triton on CUDA) and every
-input check are those of eager code; the graph around it (projections,
-norms, convolutions) is compiled, and ``fullgraph=True`` holds.
+time the op calls the public function in eager mode, so the backend rules
+(``MMVB_SCAN_BACKEND``, Triton on CUDA) and every input check are those of
+eager code; the graph around it (projections, norms, convolutions) is
+compiled, and ``fullgraph=True`` holds.
 
 Shapes for the compiler (the fake implementation) come from the ops' own
 shape-only path on ``meta`` tensors.  The backward is a second custom op,
