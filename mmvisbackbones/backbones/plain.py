@@ -47,6 +47,19 @@ def convert_square_pos_embed(pos: torch.Tensor, model: 'PlainBackbone',
     return resize_pos_embed(pos, (side, side), model.pretrain_grid)
 
 
+_UPSTREAM_LAYER = re.compile(r'^layers\.(\d+)\.(.*)$')
+
+
+def convert_layer_key(key: str, model: 'PlainBackbone') -> Optional[str]:
+    """Upstream's ``layers.{i}.rest`` -> our ``stages.{i // per}.{i % per}.rest``
+    (``per`` = blocks per stage); None for a key that is not a layer's."""
+    m = _UPSTREAM_LAYER.match(key)
+    if m is None:
+        return None
+    i, per = int(m.group(1)), model.depth // model.num_stages
+    return f'stages.{i // per}.{i % per}.{m.group(2)}'
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patch projection (a stride-``patch`` conv)."""
 
@@ -71,7 +84,8 @@ class PlainBackbone(BaseBackbone):
                  out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: str = 'ln',
                  sfp_norm: str = 'ln2d', frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, init_cfg: Optional[dict] = None,
-                 out_norm_eps: Optional[float] = None, pyramid: str = 'sfp'):
+                 out_norm_eps: Optional[float] = None, pyramid: str = 'sfp',
+                 patch_embed: Optional[nn.Module] = None):
         super().__init__(out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, with_cp=with_cp, in_channels=in_channels,
                          init_cfg=init_cfg)
@@ -87,7 +101,8 @@ class PlainBackbone(BaseBackbone):
         self.pyramid = pyramid
         self.strides = [4, 8, 16, 32] if pyramid == 'sfp' else [16] * self.num_stages
         self._check_out_indices(self.num_stages)
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
+        # a module returning (tokens, (h, w)) at stride patch_size; default a strided conv
+        self.patch_embed = patch_embed or PatchEmbed(in_channels, embed_dims, patch_size)
         self.pretrain_grid = (pretrain_img_size // patch_size, ) * 2
         self.pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.pretrain_grid), embed_dims))
         trunc_normal_(self.pos_embed, std=0.02)

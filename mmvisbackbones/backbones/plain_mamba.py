@@ -47,10 +47,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, pad_to_multiple
+from ..layers import DropPath, init_linear_and_norm, pad_to_multiple
 from ..ops import selective_scan
 from ..registry import register_backbone
-from .plain import PlainBackbone, convert_square_pos_embed
+from .plain import PlainBackbone, convert_layer_key, convert_square_pos_embed
 from .vim import _dt_bias_init
 
 #: direction codes of ``direction_Bs`` rows (upstream's order)
@@ -264,9 +264,9 @@ class PlainMamba(PlainBackbone):
                          pretrain_img_size=pretrain_img_size, out_indices=out_indices,
                          out_norm='ln', out_norm_eps=1e-6, sfp_norm=sfp_norm, pyramid=pyramid,
                          frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                         init_cfg=init_cfg, patch_embed=ConvPatchEmbed(
+                             in_channels, dim, a['num_convs_patch_embed'], 16))
         self.arch = a
-        self.patch_embed = ConvPatchEmbed(in_channels, dim, a['num_convs_patch_embed'], 16)
         dwconv = set(a['layers_with_dwconv'])
         bad = sorted(i for i in dwconv if not 0 <= i < a['depth'])
         if bad:
@@ -276,20 +276,10 @@ class PlainMamba(PlainBackbone):
         dpr = a['drop_path_rate'] if drop_path_rate is None else drop_path_rate
         self.build_stages(
             lambda i, dp: PlainMambaBlock(dim, dp, i in dwconv, mixer_cfg), dpr)
-        self.apply(self._init_module)
-        self._freeze_stages()
-
-    @staticmethod
-    def _init_module(m):
         # upstream's classification config: truncated-normal linears, unit
         # LayerNorms (dt_proj's bias keeps Mamba's init)
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None and not getattr(m.bias, '_no_reinit', False):
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_and_norm)
+        self._freeze_stages()
 
     def run_block(self, block, x, hw):
         return block(x, hw)
@@ -299,7 +289,6 @@ class PlainMamba(PlainBackbone):
         return convert_plain_mamba_checkpoint(state_dict, model)
 
 
-_LAYER = re.compile(r'^layers\.(\d+)\.(.*)$')
 _NORM_LAYER = re.compile(r'^norm_layer(\d+)\.(.*)$')
 _DROP = re.compile(r'^(head\.|neck\.)')
 
@@ -331,10 +320,9 @@ def convert_plain_mamba_checkpoint(state_dict: Dict[str, torch.Tensor],
     for k, v in state_dict.items():
         if _DROP.match(k):
             continue
-        m, n = _LAYER.match(k), _NORM_LAYER.match(k)
-        if m:
-            i = int(m.group(1))
-            out[f'stages.{i // per}.{i % per}.{m.group(2)}'] = v
+        stage_key, n = convert_layer_key(k, model), _NORM_LAYER.match(k)
+        if stage_key:
+            out[stage_key] = v
         elif n:
             i = int(n.group(1))
             if (i + 1) % per:

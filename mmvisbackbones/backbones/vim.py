@@ -29,7 +29,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..layers import DropPath, RMSNorm, init_linear_and_norm, resize_pos_embed
 from ..ops import bidirectional_scan
 from ..registry import register_backbone
-from .plain import PlainBackbone
+from .plain import PlainBackbone, convert_layer_key
 
 
 def _dt_bias_init(d_inner, dt_min=0.001, dt_max=0.1, floor=1e-4):
@@ -228,7 +228,6 @@ class Vim(PlainBackbone):
         return convert_vim_checkpoint(state_dict, model)
 
 
-_LAYER = re.compile(r'^layers\.(\d+)\.(.*)$')
 _DROP = re.compile(r'^(head\.|rope\.|fpn\d\.)')
 
 
@@ -250,15 +249,13 @@ def convert_vim_checkpoint(state_dict: Dict[str, torch.Tensor],
     """
     if model is None:
         raise ValueError('convert_vim_checkpoint needs the model (depth, grid size)')
-    per = model.depth // model.num_stages
     out = {}
     for k, v in state_dict.items():
         if _DROP.match(k):
             continue
-        m = _LAYER.match(k)
-        if m:
-            i = int(m.group(1))
-            out[f'stages.{i // per}.{i % per}.{m.group(2)}'] = v
+        stage_key = convert_layer_key(k, model)
+        if stage_key:
+            out[stage_key] = v
         elif k == 'pos_embed':
             n = v.shape[1]
             side = int(round(math.sqrt(n)))

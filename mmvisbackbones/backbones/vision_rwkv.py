@@ -20,7 +20,6 @@ Structure: q_shift -> SpatialMix / ChannelMix -> VRWKVBlock -> VisionRWKV,
 the arch table and :func:`convert_vision_rwkv_checkpoint`.
 """
 import math
-import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from ..layers import DropPath
 from ..ops.wkv import bi_wkv
 from ..registry import register_backbone
-from .plain import PlainBackbone, convert_square_pos_embed
+from .plain import PlainBackbone, convert_layer_key, convert_square_pos_embed
 
 
 def q_shift(x: torch.Tensor, hw: Tuple[int, int], shift: int = 1,
@@ -235,8 +234,6 @@ class VisionRWKV(PlainBackbone):
         return convert_vision_rwkv_checkpoint(state_dict, model)
 
 
-_LAYER = re.compile(r'^layers\.(\d+)\.(.*)$')
-
 
 def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],
                                    model: Optional[VisionRWKV] = None
@@ -249,17 +246,15 @@ def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],
     Keys already in our layout pass through.  Needs ``model`` (depth, grid)."""
     if model is None:
         raise ValueError('convert_vision_rwkv_checkpoint needs the model (depth, grid size)')
-    per = model.depth // model.num_stages
     out = {}
     for k, v in state_dict.items():
         if k.startswith(('head.', 'neck.')):
             continue
         if k.startswith('patch_embed.projection.'):  # mmcv's PatchEmbed
             k = 'patch_embed.proj.' + k[len('patch_embed.projection.'):]
-        m = _LAYER.match(k)
-        if m:
-            i = int(m.group(1))
-            out[f'stages.{i // per}.{i % per}.{m.group(2)}'] = v
+        stage_key = convert_layer_key(k, model)
+        if stage_key:
+            out[stage_key] = v
         elif k.startswith('ln1.'):
             if 3 in model.out_indices:
                 out['norm3.' + k[4:]] = v
