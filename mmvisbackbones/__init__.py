@@ -12,11 +12,12 @@ and mmseg are needed by the configs and tools, not by the backbones.
 from .version import __version__
 from .utils.serialization import register_safe_globals
 from . import ops  # noqa: F401  (before backbones, which use them)
-from .backbones import (BaseBackbone, BiFormer, MLLA, PlainMamba, PVTv2, Swin, Vim, VisionRWKV,
-                        VMamba, convert_biformer_checkpoint, convert_mlla_checkpoint,
-                        convert_plain_mamba_checkpoint,
+from .backbones import (BaseBackbone, BiFormer, MLLA, PlainMamba, PVTv2, Swin, ViTAdapter, Vim,
+                        VisionRWKV, VisionRWKVAdapter, VMamba, convert_biformer_checkpoint,
+                        convert_mlla_checkpoint, convert_plain_mamba_checkpoint,
                         convert_pvtv2_checkpoint, convert_swin_checkpoint, convert_vim_checkpoint,
-                        convert_vision_rwkv_checkpoint, convert_vmamba_checkpoint)
+                        convert_vision_rwkv_checkpoint, convert_vit_adapter_checkpoint,
+                        convert_vmamba_checkpoint)
 from .registry import BACKBONES
 from .models import build_backbone, list_models
 from . import engine  # noqa: F401  (registers MMVBRunner and RNGStateHook)
@@ -28,8 +29,8 @@ register_safe_globals()
 __all__ = [
     '__version__', 'BACKBONES', 'build_backbone', 'list_models', 'BaseBackbone', 'VMamba',
     'convert_vmamba_checkpoint', 'Vim', 'convert_vim_checkpoint', 'VisionRWKV',
-    'convert_vision_rwkv_checkpoint', 'PlainMamba', 'convert_plain_mamba_checkpoint', 'MLLA',
-    'convert_mlla_checkpoint', 'Swin',
+    'convert_vision_rwkv_checkpoint', 'VisionRWKVAdapter', 'PlainMamba',
+    'convert_plain_mamba_checkpoint', 'MLLA', 'convert_mlla_checkpoint', 'Swin',
     'convert_swin_checkpoint', 'PVTv2', 'convert_pvtv2_checkpoint', 'BiFormer',
-    'convert_biformer_checkpoint'
+    'convert_biformer_checkpoint', 'ViTAdapter', 'convert_vit_adapter_checkpoint'
 ]

@@ -51,7 +51,9 @@ PLAIN_MAMBA_RECIPES = {
 def pretrained_cfg(cfg):
     """The backbone's ``init_cfg`` (for an adapter, its plain model's)."""
     bb = cfg.model.backbone
-    return bb.backbone.init_cfg if bb.type == 'ViTAdapter' else bb.init_cfg
+    if bb.type == 'ViTAdapter':
+        return bb.backbone.init_cfg
+    return bb.backbone_init_cfg if bb.type == 'VisionRWKVAdapter' else bb.init_cfg
 
 
 def _expected(family, archs, extra=()):

@@ -29,7 +29,7 @@ def build(model, **paramwise):
 
 
 def test_the_plain_backbones_number_their_layers():
-    assert set(PLAIN) >= {'Vim', 'VisionRWKV'}
+    assert set(PLAIN) >= {'Vim', 'VisionRWKV', 'PlainMamba', 'VisionRWKVAdapter'}
 
 
 @pytest.mark.parametrize('name', PLAIN)
@@ -39,22 +39,26 @@ def test_layer_ids_are_mmseg_vit_ids(name):
     upstream Vision-RWKV and ViT-Adapter use) gives it."""
     from mmseg.engine.optimizers.layer_decay_optimizer_constructor import get_layer_id_for_vit
     bb = BACKBONES[name](arch='test')
-    per = bb.depth // bb.num_stages
+    plain = getattr(bb, 'vit', bb)  # an adapter's plain model
+    per = plain.depth // plain.num_stages
     seen = set()
     for pname, _ in bb.named_parameters():
-        parts = pname.split('.')
+        # an adapter's plain model sits under vit.; upstream's adapter classes
+        # subclass the plain model, so the rule sees its names without it
+        parts = pname[4:].split('.') if pname.startswith('vit.') else pname.split('.')
         vit = ('layers.%d.' % (int(parts[1]) * per + int(parts[2])) + '.'.join(parts[3:])
-               if parts[0] == 'stages' else pname)
+               if parts[0] == 'stages' else '.'.join(parts))
         ours = bb.layer_id(pname)
         assert ours == get_layer_id_for_vit('backbone.' + vit, bb.num_layers + 2), pname
         seen.add(ours)
-    assert seen == set(range(bb.depth + 2))  # embeddings, every block, the outputs
+    assert seen == set(range(plain.depth + 2))  # embeddings, every block, the outputs
 
 
 @pytest.mark.parametrize('name', PLAIN)
 def test_groups_follow_the_rule(name):
     model = Detector(BACKBONES[name](arch='test', frozen_stages=0))
     L = model.backbone.num_layers
+    plain = 'backbone.vit.' if hasattr(model.backbone, 'vit') else 'backbone.'
     opt = build(model, num_layers=L).optimizer
     lr, wd = {}, {}
     for g in opt.param_groups:
@@ -63,12 +67,12 @@ def test_groups_follow_the_rule(name):
             lr[id(p)], wd[id(p)] = g['lr'], g['weight_decay']
     for pname, p in model.named_parameters():
         if not p.requires_grad:  # frozen_stages=0: patch and position embeddings
-            assert id(p) not in lr and pname.startswith(('backbone.patch_embed', 'backbone.pos'))
+            assert id(p) not in lr and pname.startswith((plain + 'patch_embed', plain + 'pos'))
             continue
         layer = model.backbone.layer_id(pname[9:]) if pname.startswith('backbone.') else L + 1
         assert lr[id(p)] == pytest.approx(LR * RATE**(L + 1 - layer)), pname
         assert wd[id(p)] == (0.0 if p.ndim == 1 or pname.endswith('.bias') else WD), pname
-    first_block = next(p for n, p in model.named_parameters() if n.startswith('backbone.stages.0.0.')
+    first_block = next(p for n, p in model.named_parameters() if n.startswith(plain + 'stages.0.0.')
                        and p.ndim > 1)
     assert lr[id(first_block)] == pytest.approx(LR * RATE**L)
     assert lr[id(model.neck.weight)] == pytest.approx(LR)

@@ -40,12 +40,18 @@ def run(backbone, data_root, wrapper):
     seen = {}
 
     def record(module, inputs, outputs):  # returns None: the outputs stay as they are
-        if 'dtype' not in seen:  # the first batch's stride-4 features
-            seen.update(dtype=outputs[0].dtype, feat=outputs[0].detach().float())
+        if 'feat' not in seen:  # the first batch's stride-4 features
+            seen.update(feat=outputs[0].detach().float())
 
-    handle = model.backbone.register_forward_hook(record)
+    def record_dtype(module, inputs, output):  # what the backbone's matmuls ran in
+        seen.setdefault('dtype', output.dtype)
+
+    handles = [model.backbone.register_forward_hook(record)] + [
+        m.register_forward_hook(record_dtype) for m in model.backbone.modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     losses = [float(model.train_step(batch, ow)['loss']) for batch in batches(loader, ITERS)]
-    handle.remove()
+    for h in handles:
+        h.remove()
     return losses, model, seen
 
 

@@ -177,3 +177,74 @@ def test_onnx_export_dynamic(tmp_path):
     report = export_backbone(net, str(tmp_path / 'adapter.onnx'), input_shape=(1, 3, 64, 64),
                              dynamic=True, second_shape=(2, 3, 57, 81))
     assert report.ok and report.dynamic
+
+
+# --------------------------------------------- the registered VisionRWKVAdapter
+def test_vision_rwkv_adapter_is_upstream_vrwkv_adapter(tmp_path):
+    """``type='VisionRWKVAdapter', arch='test'`` is the fixture's model:
+    upstream's VRWKV_Adapter detection checkpoint loads through init_cfg and
+    gives its four outputs within 1e-5."""
+    from mmvisbackbones import VisionRWKVAdapter
+    fx = torch.load(FIXTURE, weights_only=True)
+    ckpt = tmp_path / 'vrwkv_adapter_det.pth'
+    torch.save({'state_dict': fx['state_dict']}, ckpt)
+    net = VisionRWKVAdapter(arch='test', pretrain_img_size=64, drop_path_rate=0.0,
+                            init_cfg=dict(type='Pretrained', checkpoint=str(ckpt)))
+    net.init_weights()
+    net.eval()
+    with torch.no_grad():
+        for x, ref in zip(fx['inputs'], fx['outs']):
+            for o, r in zip(net(x), ref):
+                torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small'])
+def test_vision_rwkv_adapter_parameter_counts(arch):
+    """The paper's COCO table: VRWKV-T 8.4M, VRWKV-S 29.3M backbone
+    parameters (the plain model with its adapter)."""
+    from mmvisbackbones import VisionRWKVAdapter
+    with torch.device('meta'):
+        net = VisionRWKVAdapter(arch=arch)
+    n = sum(p.numel() for p in net.parameters())
+    assert f'{n / 1e6:.1f}M' == VisionRWKVAdapter.upstream_params[arch]
+    assert net.out_channels == [VisionRWKVAdapter.arch_zoo[arch]['embed_dims']] * 4
+
+
+def test_vision_rwkv_adapter_classification_checkpoint(tmp_path):
+    """A classification checkpoint of the plain model loads through
+    ``backbone_init_cfg`` (the adapter keeps its init); given as the
+    adapter's ``init_cfg`` it is an error that says where it goes."""
+    from mmvisbackbones import VisionRWKVAdapter
+    from mmvisbackbones.backbones.vit_adapter import split_adapter_arch
+    plain, _ = split_adapter_arch(VisionRWKVAdapter.arch_zoo['test'])
+    src = mmvisbackbones.VisionRWKV(arch=plain)
+    ckpt = tmp_path / 'vrwkv_cls.pth'
+    torch.save({'state_dict': src.state_dict()}, ckpt)
+    cfg = dict(type='Pretrained', checkpoint=str(ckpt))
+    net = VisionRWKVAdapter(arch='test', norm='bn', backbone_init_cfg=cfg)
+    spm = {k: v.clone() for k, v in net.spm.state_dict().items()}
+    net.init_weights()
+    for k, v in net.vit.state_dict().items():
+        torch.testing.assert_close(v, src.state_dict()[k], rtol=0, atol=0, msg=k)
+    assert all(torch.equal(v, net.spm.state_dict()[k]) for k, v in spm.items())
+    with pytest.raises(ValueError, match='classification checkpoint.*backbone_init_cfg'):
+        VisionRWKVAdapter(arch='test', norm='bn', init_cfg=cfg).init_weights()
+
+
+@pytest.mark.parametrize('version,ok', [('12.1', True), ('not available', False)])
+def test_cuda_kernel_only_where_mmcv_has_its_cuda_ops(version, ok, monkeypatch):
+    """An mmcv built without CUDA (as on a CPU machine) has no deformable
+    attention kernel: the adapter then says so once and computes the same
+    attention by grid_sample on the GPU."""
+    import warnings
+
+    import mmcv.ops
+    from mmvisbackbones.backbones import vit_adapter
+    monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: version)
+    monkeypatch.setattr(vit_adapter, '_CUDA_OPS', {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert vit_adapter.mmcv_has_cuda_ops() is ok
+        assert vit_adapter.mmcv_has_cuda_ops() is ok  # asked once
+    said = [w for w in caught if 'built without its CUDA ops' in str(w.message)]
+    assert len(said) == (0 if ok else 1)

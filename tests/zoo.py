@@ -10,6 +10,9 @@ ZOO = {
     'VMamba': dict(kwargs=dict(arch='test'), bn=dict(norm_layer='bn')),
     'Vim': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
     'VisionRWKV': dict(kwargs=dict(arch='test'), bn=dict(sfp_norm='bn')),
+    # BatchNorm in the spatial prior module and the output norms (SyncBN, the
+    # default, would need a process group in the distributed tests)
+    'VisionRWKVAdapter': dict(kwargs=dict(arch='test', norm='bn'), bn=dict()),
     'PlainMamba': dict(kwargs=dict(arch='test'), bn=dict()),  # BatchNorm in stem / dwconv
     'MLLA': dict(kwargs=dict(arch='test'), bn=dict()),  # BatchNorm in stem/merging
     'Swin': dict(kwargs=dict(arch='test'), bn=None),

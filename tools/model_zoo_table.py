@@ -28,7 +28,7 @@ def table() -> str:
     import torch
     from mmvisbackbones import BACKBONES
     from mmvisbackbones.utils import count_flops
-    rows = ['| name | type | params (backbone, ours) | ours as cls model | upstream (cls model) '
+    rows = ['| name | type | params (backbone, ours) | ours as cls model | upstream '
             '| GFLOPs 224×224 | GFLOPs 1280×800 | strides | channels | consumers tested |',
             '|---|---|---|---|---|---|---|---|---|---|']
     for cls_name, cls in BACKBONES.items():
@@ -40,8 +40,9 @@ def table() -> str:
             n = sum(p.numel() for p in net.parameters()) / 1e6
             g224, g1280 = (count_flops(net, (1, 3) + hw)['total'] / 1e9
                            for hw in ((224, 224), (800, 1280)))
-            n_cls = cls.classification_params(arch) / 1e6
-            rows.append(f'| `{cls.model_name}_{arch}` | `{cls_name}` | {n:.1f} M | {n_cls:.1f} M | '
+            n_cls = (f'{cls.classification_params(arch) / 1e6:.1f} M'
+                     if cls.has_classification_model else '—')
+            rows.append(f'| `{cls.model_name}_{arch}` | `{cls_name}` | {n:.1f} M | {n_cls} | '
                         f'{cls.upstream_params.get(arch, "—")} | {g224:.1f} | {g1280:.0f} | '
                         f'{"/".join(map(str, net.out_strides))} | '
                         f'{"/".join(map(str, net.out_channels))} | {CONSUMERS} |')

@@ -8,9 +8,6 @@ _base_ = './mask-rcnn_vrwkv-adapter-t_fpn_1x_coco.py'
 # download it there, nothing is fetched at run time.
 pretrained = 'checkpoints/vrwkv_s_in1k_224.pth'
 model = dict(
-    backbone=dict(
-        backbone=dict(
-            arch=dict(embed_dims=384, post_norm=True, init_values=1e-5, drop_path_rate=0.2),
-            init_cfg=dict(checkpoint=pretrained))),
+    backbone=dict(arch='small', backbone_init_cfg=dict(checkpoint=pretrained)),
     neck=dict(in_channels=[384, 384, 384, 384]))
 optim_wrapper = dict(optimizer=dict(lr=1e-4, weight_decay=0.05))

@@ -5,10 +5,7 @@
 _base_ = './upernet_vrwkv-adapter-t_8xb2-160k_ade20k-512x512.py'
 pretrained = 'checkpoints/vrwkv_s_in1k_224.pth'
 model = dict(
-    backbone=dict(
-        backbone=dict(
-            arch=dict(embed_dims=384, post_norm=True, init_values=1e-5, drop_path_rate=0.2),
-            init_cfg=dict(checkpoint=pretrained))),
+    backbone=dict(arch='small', backbone_init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(in_channels=[384, 384, 384, 384]),
     auxiliary_head=dict(in_channels=384))
 optim_wrapper = dict(optimizer=dict(lr=6e-5), paramwise_cfg=dict(layer_decay_rate=0.85))

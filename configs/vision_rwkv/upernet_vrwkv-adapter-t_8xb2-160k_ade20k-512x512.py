@@ -9,21 +9,14 @@ pretrained = 'checkpoints/vrwkv_t_in1k_224.pth'
 model = dict(
     backbone=dict(
         _delete_=True,
-        type='ViTAdapter',
-        backbone=dict(
-            type='VisionRWKV',
-            # upstream's detection / segmentation settings of the plain model
-            arch=dict(embed_dims=192, depth=12, post_norm=False, init_values=1.0,
-                      key_norm=False, drop_path_rate=0.1),
-            init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-        conv_inplane=64,
-        n_points=4,
-        deform_num_heads=6,
-        cffn_ratio=0.25,
-        deform_ratio=1.0,
-        interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
+        # upstream's VRWKV_Adapter: the arch holds the plain model's detection /
+        # segmentation settings (layer scale 1) and the adapter's (interaction
+        # blocks after layers 2, 5, 8, 11; 6 deformable heads, 4 points)
+        type='VisionRWKVAdapter',
+        arch='tiny',
         norm='syncbn',  # upstream's; 'bn' on one device or a CPU
-        out_indices=(0, 1, 2, 3)),
+        out_indices=(0, 1, 2, 3),
+        backbone_init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[192, 192, 192, 192], num_classes=150),
     auxiliary_head=dict(in_channels=192, num_classes=150),
     test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))

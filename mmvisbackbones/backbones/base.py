@@ -40,6 +40,9 @@ class BaseBackbone(BaseModule):
     dense_only_prefixes: Tuple[str, ...] = ()
     #: build kwargs that make ours match upstream's classification model
     classification_kwargs: Dict = {}
+    #: False for a dense-prediction model that upstream has no classifier of
+    #: (a plain model with its adapter): no classification count
+    has_classification_model: bool = True
 
     def __init_subclass__(cls, **kwargs):
         """Wrap each family's ``__init__`` so that a misspelled argument (a
@@ -288,6 +291,8 @@ class BaseBackbone(BaseModule):
         the trunk with the last output norm standing in for upstream's final
         norm, without our dense-only parts, plus upstream's head.  Compared
         with the published figures in the README table and the tests."""
+        if not cls.has_classification_model:
+            raise TypeError(f'{cls.__name__} has no classification model upstream')
         with torch.device('meta'):
             net = cls(arch=arch, **cls.classification_kwargs)
         last = len(net.num_features) - 1

@@ -17,7 +17,9 @@ model.  Dense outputs: four equal stages and the simple feature pyramid of
 :class:`PlainBackbone`.  Upstream's final ``ln1`` becomes the last output norm.
 
 Structure: q_shift -> SpatialMix / ChannelMix -> VRWKVBlock -> VisionRWKV,
-the arch table and :func:`convert_vision_rwkv_checkpoint`.
+the arch table, :class:`VisionRWKVAdapter` (upstream's detection and
+segmentation backbone ``VRWKV_Adapter``: VisionRWKV in a ViT-Adapter) and
+:func:`convert_vision_rwkv_checkpoint`.
 """
 import math
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -30,6 +32,7 @@ from ..layers import DropPath
 from ..ops.wkv import bi_wkv
 from ..registry import register_backbone
 from .plain import PlainBackbone, convert_layer_key, convert_square_pos_embed
+from .vit_adapter import ViTAdapter, split_adapter_arch
 
 
 def q_shift(x: torch.Tensor, hw: Tuple[int, int], shift: int = 1,
@@ -233,6 +236,72 @@ class VisionRWKV(PlainBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_vision_rwkv_checkpoint(state_dict, model)
 
+
+
+@register_backbone
+class VisionRWKVAdapter(ViTAdapter):
+    """Vision-RWKV with a ViT-Adapter: upstream's ``VRWKV_Adapter``, the
+    backbone of its Mask R-CNN and UperNet recipes (strides 4 / 8 / 16 / 32,
+    ``embed_dims`` channels each).  A :class:`ViTAdapter` around a
+    :class:`VisionRWKV` whose arch entry holds both parts' settings.
+
+    Args:
+        arch: ``'tiny'`` / ``'small'`` (upstream's detection and segmentation
+            settings: the plain model's, e.g. tiny's layer scale of 1, and the
+            adapter's ``interaction_indexes``, ``conv_inplane``,
+            ``n_points``, ``deform_num_heads``, ``deform_ratio``,
+            ``cffn_ratio``), ``'test'`` or a dict of all of these.
+        pretrain_img_size, in_channels: the plain model's.
+        drop_path_rate: the plain model's and the extractors' (None: the arch's).
+        norm, add_vit_feature, use_extra_extractor, out_indices,
+        frozen_stages, norm_eval, with_cp: as :class:`ViTAdapter`.
+        backbone_init_cfg: the plain model's ``init_cfg``: an upstream
+            classification checkpoint (``vrwkv_t_in1k_224.pth``), loaded
+            when the adapter has no ``init_cfg``.
+        init_cfg: ``Pretrained``: a detection / segmentation checkpoint of
+            upstream's adapter (``backbone.`` keys) or of ours.
+    """
+    model_name = 'vrwkv_adapter'
+    #: the backbone's parameters in the paper's COCO table (with the adapter)
+    upstream_params = {'tiny': '8.4M', 'small': '29.3M'}
+    _adapter = dict(interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]], conv_inplane=64,
+                    n_points=4, deform_num_heads=6, deform_ratio=1.0, cffn_ratio=0.25)
+    arch_zoo = {
+        'tiny': dict(embed_dims=192, depth=12, post_norm=False, init_values=1.0,
+                     key_norm=False, drop_path_rate=0.1, **_adapter),
+        'small': dict(embed_dims=384, depth=12, post_norm=True, init_values=1e-5,
+                      key_norm=False, drop_path_rate=0.2, **_adapter),
+        'test': dict(embed_dims=32, depth=4, post_norm=True, init_values=1.0, key_norm=True,
+                     drop_path_rate=0.1, interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
+                     conv_inplane=16, n_points=4, deform_num_heads=4, deform_ratio=0.5,
+                     cffn_ratio=0.25),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 pretrain_img_size: Optional[int] = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: Optional[float] = None,
+                 norm: str = 'syncbn',
+                 add_vit_feature: bool = True,
+                 use_extra_extractor: bool = True,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 backbone_init_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        a = self.resolve_arch(arch)
+        plain, adapter = split_adapter_arch(a)
+        if drop_path_rate is not None:
+            plain['drop_path_rate'] = drop_path_rate
+        vit = VisionRWKV(arch=plain, in_channels=in_channels,
+                         pretrain_img_size=pretrain_img_size, init_cfg=backbone_init_cfg)
+        super().__init__(vit, norm=norm, add_vit_feature=add_vit_feature,
+                         use_extra_extractor=use_extra_extractor, out_indices=out_indices,
+                         frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
+                         init_cfg=init_cfg, **adapter)
+        self.arch = a
 
 
 def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],

@@ -20,7 +20,9 @@ Vision-RWKV, PlainMamba and DeiT do:
 
 The deformable attention is :class:`MSDeformAttn` (Deformable DETR's module
 with ViT-Adapter's ``ratio``: values projected to ``ratio * dim``) computing
-with mmcv 2.1's multi-scale deformable attention kernel on CUDA tensors and
+with mmcv 2.1's multi-scale deformable attention kernel on CUDA tensors
+(when mmcv was built with its CUDA ops; otherwise, with a warning, as on
+the CPU) and
 :func:`deform_attn_torch` (mmcv's ``grid_sample`` formula, with sizes a
 traced graph keeps dynamic) on the CPU.  mmcv is imported
 when the attention first runs, so ``import mmvisbackbones`` does not need
@@ -33,6 +35,7 @@ its level sizes are ``H // 8`` .. ``H // 32``) and the outputs cropped to
 ``ceil(H / stride)``.
 """
 import math
+import warnings
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -106,13 +109,31 @@ class MSDeformAttn(nn.Module):
         normalizer = spatial_shapes.flip(-1).to(offsets.dtype)       # (W, H) per level
         locations = (reference_points[:, :, None, :, None, :]
                      + offsets / normalizer[None, None, None, :, None, :])
-        if value.is_cuda:
+        if value.is_cuda and mmcv_has_cuda_ops():
             out = MultiScaleDeformableAttnFunction.apply(
                 value.contiguous(), spatial_shapes, level_start_index, locations.contiguous(),
                 weights.contiguous(), self.im2col_step)
         else:
             out = deform_attn_torch(value, sizes, locations, weights)
         return self.output_proj(out)
+
+
+_CUDA_OPS = {}
+
+
+def mmcv_has_cuda_ops() -> bool:
+    """Whether mmcv was built with its CUDA ops.  Without them (an mmcv built
+    on a machine without CUDA) the adapter computes the same attention by
+    :func:`deform_attn_torch` on the GPU too, slower, and warns once."""
+    if 'ok' not in _CUDA_OPS:
+        from mmcv.ops import get_compiling_cuda_version
+        _CUDA_OPS['ok'] = get_compiling_cuda_version() not in ('', 'not available')
+        if not _CUDA_OPS['ok']:
+            warnings.warn('ViTAdapter: mmcv was built without its CUDA ops, so the '
+                          'deformable attention runs as grid_sample in PyTorch on the GPU '
+                          '(same result, slower). Rebuild mmcv with CUDA (FORCE_CUDA=1) for '
+                          'its kernel.', RuntimeWarning, stacklevel=3)
+    return _CUDA_OPS['ok']
 
 
 def reference_points(sizes, device):
@@ -336,6 +357,8 @@ class ViTAdapter(BaseBackbone):
             (:func:`convert_vit_adapter_checkpoint`).
     """
 
+    has_classification_model = False
+
     def __init__(self, backbone: Union[dict, nn.Module], interaction_indexes: Sequence,
                  conv_inplane: int = 64, n_points: int = 4, deform_num_heads: int = 6,
                  init_values_inject: float = 0.0, with_cffn: bool = True,
@@ -511,6 +534,19 @@ class ViTAdapter(BaseBackbone):
         return convert_vit_adapter_checkpoint(state_dict, model)
 
 
+#: the keys of a family adapter's arch entry that configure the adapter (the
+#: others configure its plain model)
+ADAPTER_ARCH_KEYS = ('interaction_indexes', 'conv_inplane', 'n_points', 'deform_num_heads',
+                     'deform_ratio', 'cffn_ratio')
+
+
+def split_adapter_arch(arch: dict):
+    """A family adapter's arch entry -> (the plain model's arch, the adapter's
+    keyword arguments)."""
+    return ({k: v for k, v in arch.items() if k not in ADAPTER_ARCH_KEYS},
+            {k: arch[k] for k in ADAPTER_ARCH_KEYS if k in arch})
+
+
 #: upstream key prefixes of the adapter's own modules (kept as they are)
 ADAPTER_PREFIXES = ('spm.', 'interactions.', 'level_embed', 'up.')
 #: upstream's output norms (``norm1`` .. ``norm4``, strides 4 .. 32)
@@ -533,7 +569,10 @@ def convert_vit_adapter_checkpoint(state_dict, model: ViTAdapter):
     the plain backbone's own converter under ``vit.``; heads and necks are dropped, and so are the
     parts this model does not build (the stride-4 branch, the norms of
     outputs it does not return).  A checkpoint already in our layout
-    (``vit.`` keys) passes through.  A key that is neither is an error."""
+    (``vit.`` keys) passes through.  A key that is neither is an error, and so
+    is a classification checkpoint of the plain model (no adapter key: the
+    error says where it goes); a checkpoint with nothing of either is
+    returned unchanged, for the loader to name its keys."""
     if 'state_dict' in state_dict and isinstance(state_dict['state_dict'], dict):
         state_dict = state_dict['state_dict']
     if any(k.startswith('backbone.') for k in state_dict):
@@ -559,8 +598,21 @@ def convert_vit_adapter_checkpoint(state_dict, model: ViTAdapter):
         else:
             plain[k] = v
     vit = model.vit
+    if not any(k.startswith(ADAPTER_PREFIXES) for k in state_dict):
+        # not an adapter checkpoint: a classification one of the plain model
+        # (upstream's or ours), or another model's (the loader names its keys)
+        converted = type(vit).convert_checkpoint(state_dict, vit)
+        if not set(vit.state_dict()) & set(converted):
+            return converted
+        raise ValueError(
+            f'convert_vit_adapter_checkpoint: the checkpoint has none of the adapter\'s keys '
+            f'({", ".join(ADAPTER_PREFIXES)}) but {type(vit).__name__}\'s: a classification '
+            f'checkpoint of the plain model? Give it as the plain model\'s init_cfg '
+            f'(ViTAdapter: backbone=dict(init_cfg=...); {type(model).__name__}: '
+            'backbone_init_cfg=...), not the adapter\'s')
     converted = type(vit).convert_checkpoint(plain, vit)
-    unknown = sorted(set(converted) - set(vit.state_dict()))
+    known = set(vit.state_dict())
+    unknown = sorted(set(converted) - known)
     if unknown:
         raise KeyError(f'convert_vit_adapter_checkpoint: keys that are neither the adapter\'s '
                        f'nor {type(vit).__name__}\'s: {unknown[:8]}'

@@ -198,8 +198,23 @@ def _arch_of(model) -> str:
     return f" (arch {arch!r})" if arch else ''
 
 
-def _shape_score(sd: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor]) -> int:
-    return sum(1 for k, v in sd.items() if k in ref and tuple(ref[k].shape) == tuple(v.shape))
+def _shape_score(sd: Dict[str, torch.Tensor], ref: Dict[str, tuple]) -> int:
+    return sum(1 for k, v in sd.items() if k in ref and ref[k] == tuple(v.shape))
+
+
+#: (class, arch, the arch's entry) -> {key: shape} of its default build
+_ARCH_SHAPES: Dict[tuple, Dict[str, tuple]] = {}
+
+
+def _arch_shapes(cls, arch: str) -> Dict[str, tuple]:
+    """The state-dict shapes of ``cls(arch=arch)``, built once per process on
+    the meta device (all archs of all families take ~30 s to build)."""
+    key = (cls, arch, repr(sorted(cls.arch_zoo[arch].items())))
+    if key not in _ARCH_SHAPES:
+        with torch.device('meta'):
+            sd = cls(arch=arch).state_dict()
+        _ARCH_SHAPES[key] = {k: tuple(v.shape) for k, v in sd.items()}
+    return _ARCH_SHAPES[key]
 
 
 def describe_checkpoint(model: nn.Module, sd: Dict[str, torch.Tensor]) -> str:
@@ -214,8 +229,7 @@ def describe_checkpoint(model: nn.Module, sd: Dict[str, torch.Tensor]) -> str:
     best = None
     for cls, arch in candidates:
         try:
-            with torch.device('meta'):
-                ref = cls(arch=arch).state_dict()
+            ref = _arch_shapes(cls, arch)
         except Exception:  # noqa: BLE001 - an arch that needs other arguments
             continue
         score = _shape_score(sd, ref)
