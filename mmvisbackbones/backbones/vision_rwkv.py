@@ -237,6 +237,11 @@ class VisionRWKV(PlainBackbone):
         return convert_vision_rwkv_checkpoint(state_dict, model)
 
 
+#: upstream's adapter settings of its VRWKV-T / S detection and segmentation recipes
+_UPSTREAM_ADAPTER = dict(interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
+                         conv_inplane=64, n_points=4, deform_num_heads=6, deform_ratio=1.0,
+                         cffn_ratio=0.25)
+
 
 @register_backbone
 class VisionRWKVAdapter(ViTAdapter):
@@ -264,13 +269,11 @@ class VisionRWKVAdapter(ViTAdapter):
     model_name = 'vrwkv_adapter'
     #: the backbone's parameters in the paper's COCO table (with the adapter)
     upstream_params = {'tiny': '8.4M', 'small': '29.3M'}
-    _adapter = dict(interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]], conv_inplane=64,
-                    n_points=4, deform_num_heads=6, deform_ratio=1.0, cffn_ratio=0.25)
     arch_zoo = {
         'tiny': dict(embed_dims=192, depth=12, post_norm=False, init_values=1.0,
-                     key_norm=False, drop_path_rate=0.1, **_adapter),
+                     key_norm=False, drop_path_rate=0.1, **_UPSTREAM_ADAPTER),
         'small': dict(embed_dims=384, depth=12, post_norm=True, init_values=1e-5,
-                      key_norm=False, drop_path_rate=0.2, **_adapter),
+                      key_norm=False, drop_path_rate=0.2, **_UPSTREAM_ADAPTER),
         'test': dict(embed_dims=32, depth=4, post_norm=True, init_values=1.0, key_norm=True,
                      drop_path_rate=0.1, interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
                      conv_inplane=16, n_points=4, deform_num_heads=4, deform_ratio=0.5,
