@@ -2,14 +2,12 @@
 # The strides 8/16/32 outputs feed ChannelMapper, which adds a 4th level by a
 # stride-2 conv: num_outs = num_feature_levels = encoder/decoder num_levels = 4.
 # n_win=16 regions per side: upstream's detection setting.
-_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/dino-4scale_12e_coco.py'
 
 # ImageNet-1k weights released by rayleizhu/BiFormer (the README's "model" link; upstream's
 # loader saves it as biformer_tiny_in1k.pth); download it there, nothing is fetched at run time.
 pretrained = 'checkpoints/biformer_tiny_in1k.pth'
 model = dict(
-    num_feature_levels=4,
     backbone=dict(
         _delete_=True,
         type='BiFormer',
@@ -18,6 +16,4 @@ model = dict(
         n_win=16,
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512], num_outs=4),
-    encoder=dict(layer_cfg=dict(self_attn_cfg=dict(num_levels=4))),
-    decoder=dict(layer_cfg=dict(cross_attn_cfg=dict(num_levels=4))))
+    neck=dict(in_channels=[128, 256, 512]))

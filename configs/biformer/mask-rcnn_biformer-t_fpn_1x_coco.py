@@ -4,8 +4,7 @@
 # warmup, steps at epochs 8 and 11, 16 images per iteration (8 GPUs x 2);
 # upstream trained with torch AMP (add --amp to tools/train.py).
 # n_win=16 regions per side: upstream's detection setting (1333x800 inputs).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw-1x_coco.py'
 
 # ImageNet-1k weights released by rayleizhu/BiFormer (the README's "model" link; upstream's
 # loader saves it as biformer_tiny_in1k.pth); download it there, nothing is fetched at run time.
@@ -21,15 +20,10 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
+# upstream's 500-iteration warmup (the base warms up for 1000)
 max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11],
          gamma=0.1)
 ]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}),
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))

@@ -5,8 +5,7 @@
 # iteration (upstream: 8 GPUs x 2, here 4 x 4); upstream also converts the
 # backbone's BatchNorms to SyncBN.
 # n_win=8 regions per side: upstream's setting for 512x512 training.
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/upernet_adamw-160k_ade20k-512x512.py'
 
 # ImageNet-1k weights released by rayleizhu/BiFormer (the README's "model" link; upstream's
 # loader saves it as biformer_tiny_in1k.pth); download it there, nothing is fetched at run time.
@@ -20,6 +19,5 @@ model = dict(
         n_win=8,
         drop_path_rate=0.2,  # upstream has no BiFormer-T segmentation config; our choice
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
-    auxiliary_head=dict(in_channels=256, num_classes=150))
-train_dataloader = dict(batch_size=4)
+    decode_head=dict(in_channels=[64, 128, 256, 512]),
+    auxiliary_head=dict(in_channels=256))

@@ -3,8 +3,7 @@
 # mmdet's Swin multi-scale + crop augmentation (DETR-style) for 12 epochs, AdamW
 # lr 1e-4, wd 0.05, no decay on norms, 1000-iter linear warmup, steps at epochs 8
 # and 11, drop path 0.1; 16 images per iteration (8 GPUs x 2).
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw-ms-crop-3x_coco.py'
 
 # ImageNet-1k weights released by LeapLabTHU/MLLA (README "Pretrained Models",
 # MLLA-T TsinghuaCloud link; upstream's configs call the file MLLA_T.pth);
@@ -20,6 +19,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
+# the 3x base's pipeline, on the 1x schedule
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
@@ -27,8 +27,3 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11],
          gamma=0.1)
 ]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}),
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))

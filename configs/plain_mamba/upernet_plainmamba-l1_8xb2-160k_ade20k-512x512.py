@@ -4,8 +4,7 @@
 # token states after layers 5 / 11 / 17 / 23 (`pyramid='none'`), tested on whole images.
 # 8 GPUs x 2 images = total batch 16; AdamW lr 6e-5, wd 0.01, no decay on norms,
 # embeddings and the SSM parameters; linear warm-up 1500 iterations, then poly.
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/upernet_adamw-160k_ade20k-512x512.py'
 pretrained = 'checkpoints/plainmamba_l1.pth'
 model = dict(
     backbone=dict(
@@ -16,8 +15,8 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 192, 192, 192], num_classes=150),
-    auxiliary_head=dict(in_channels=192, in_index=3, num_classes=150),
+    decode_head=dict(in_channels=[192, 192, 192, 192]),
+    auxiliary_head=dict(in_channels=192, in_index=3),
     test_cfg=dict(mode='whole'))
 train_dataloader = dict(batch_size=2)
 optim_wrapper = dict(

@@ -2,13 +2,11 @@
 # The strides 8/16/32 outputs feed ChannelMapper, which adds a 4th level by a
 # stride-2 conv: num_outs = num_feature_levels = encoder/decoder num_levels = 4.
 # Stage 0 (stride 4) is still computed (it feeds stage 1) but not returned.
-_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/dino-4scale_12e_coco.py'
 # ImageNet-1k weights released by whai362/PVT (pvt_v2_b1.pth, GitHub release "v2"
 # of that repo); download it there, nothing is fetched at run time.
 pretrained = 'checkpoints/pvt_v2_b1.pth'
 model = dict(
-    num_feature_levels=4,
     backbone=dict(
         _delete_=True,
         type='PVTv2',
@@ -16,6 +14,4 @@ model = dict(
         out_indices=(1, 2, 3),
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 320, 512], num_outs=4),
-    encoder=dict(layer_cfg=dict(self_attn_cfg=dict(num_levels=4))),
-    decoder=dict(layer_cfg=dict(cross_attn_cfg=dict(num_levels=4))))
+    neck=dict(in_channels=[128, 320, 512]))

@@ -6,8 +6,7 @@
 # figure above was obtained) use AdamW lr 2e-4, wd 1e-4 and mmdet's default 500-iter
 # warmup; for an exact reproduction set optimizer lr=2e-4, weight_decay=1e-4 and drop
 # the paramwise_cfg.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw-1x_coco.py'
 
 # ImageNet-1k weights released by whai362/PVT (pvt_v2_b1.pth, GitHub release "v2"
 # of that repo); download it there, nothing is fetched at run time.
@@ -21,16 +20,3 @@ model = dict(
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 320, 512]))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11],
-         gamma=0.1)
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}),
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))

@@ -2,8 +2,7 @@
 # PVTv2's own segmentation results use Semantic FPN, see whai362/PVTv2-Seg).
 # mmseg's Swin-T UperNet recipe (AdamW lr 6e-5, wd 0.01, poly), 16 images per
 # iteration (4 GPUs x 4 images).
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/upernet_adamw-160k_ade20k-512x512.py'
 # ImageNet-1k weights released by whai362/PVT (pvt_v2_b2.pth, GitHub release "v2"
 # of that repo); download it there, nothing is fetched at run time.
 pretrained = 'checkpoints/pvt_v2_b2.pth'
@@ -15,6 +14,5 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150),
-    auxiliary_head=dict(in_channels=320, num_classes=150))
-train_dataloader = dict(batch_size=4)
+    decode_head=dict(in_channels=[64, 128, 320, 512]),
+    auxiliary_head=dict(in_channels=320))

@@ -2,12 +2,10 @@
 # only releases DINO with Swin-L 5-scale).  Strides 8/16/32 feed ChannelMapper,
 # which adds a 4th level by a stride-2 conv:
 # num_outs = num_feature_levels = encoder/decoder num_levels = 4.
-_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/dino-4scale_12e_coco.py'
 # https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth
 pretrained = 'checkpoints/swin_tiny_patch4_window7_224.pth'
 model = dict(
-    num_feature_levels=4,
     backbone=dict(
         _delete_=True,
         type='Swin',
@@ -15,9 +13,7 @@ model = dict(
         out_indices=(1, 2, 3),
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768], num_outs=4),
-    encoder=dict(layer_cfg=dict(self_attn_cfg=dict(num_levels=4))),
-    decoder=dict(layer_cfg=dict(cross_attn_cfg=dict(num_levels=4))))
+    neck=dict(in_channels=[192, 384, 768]))
 # DINO's AdamW (lr 1e-4, wd 1e-4, backbone lr x0.1, as mmdet's DINO Swin-L) with
 # Swin's no decay on the relative position bias tables.  mmengine picks the
 # longest matching custom key, so the table key repeats the backbone lr_mult.

@@ -3,8 +3,7 @@
 # 8 GPUs x 2 images = total batch 16; AdamW lr 12e-5, wd 0.01, layer-wise lr decay
 # 0.95; linear warm-up 1500 iterations, then poly (the base's schedule). Upstream
 # trains in fp16 (`--amp`) and tests by 512x512 windows at stride 341.
-_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/upernet_adamw-160k_ade20k-512x512.py'
 pretrained = 'checkpoints/vrwkv_t_in1k_224.pth'
 model = dict(
     backbone=dict(
@@ -17,8 +16,8 @@ model = dict(
         norm='syncbn',  # upstream's; 'bn' on one device or a CPU
         out_indices=(0, 1, 2, 3),
         backbone_init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[192, 192, 192, 192], num_classes=150),
-    auxiliary_head=dict(in_channels=192, num_classes=150),
+    decode_head=dict(in_channels=[192, 192, 192, 192]),
+    auxiliary_head=dict(in_channels=192),
     test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
 train_dataloader = dict(batch_size=2)
 optim_wrapper = dict(

@@ -1,11 +1,9 @@
 # DINO 4-scale, 12 epochs on COCO, VMamba-T[s1l8] backbone (no upstream figure).
 # The strides 8/16/32 outputs feed ChannelMapper, which adds a 4th level by a
 # stride-2 conv: num_outs = num_feature_levels = encoder/decoder num_levels = 4.
-_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/dino-4scale_12e_coco.py'
 pretrained = 'checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth'
 model = dict(
-    num_feature_levels=4,
     backbone=dict(
         _delete_=True,
         type='VMamba',
@@ -13,6 +11,4 @@ model = dict(
         out_indices=(1, 2, 3),
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768], num_outs=4),
-    encoder=dict(layer_cfg=dict(self_attn_cfg=dict(num_levels=4))),
-    decoder=dict(layer_cfg=dict(cross_attn_cfg=dict(num_levels=4))))
+    neck=dict(in_channels=[192, 384, 768]))

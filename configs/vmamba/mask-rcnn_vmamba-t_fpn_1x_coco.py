@@ -2,8 +2,7 @@
 # Recipe of the upstream VMamba detection configs (inherited from mmdet's Swin-T
 # 1x): AdamW lr 1e-4, wd 0.05, no decay on norms, 1000-iter linear warmup,
 # steps at epochs 8 and 11; 16 images per iteration (8 GPUs x 2).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw-1x_coco.py'
 
 # ImageNet-1k weights released by MzeroMiko/VMamba (vssm1_tiny_0230s_ckpt_epoch_264.pth);
 # download it there, nothing is fetched at run time.
@@ -17,16 +16,3 @@ model = dict(
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
-
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11],
-         gamma=0.1)
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}),
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))

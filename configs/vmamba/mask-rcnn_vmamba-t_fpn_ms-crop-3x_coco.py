@@ -1,7 +1,6 @@
 # Mask R-CNN FPN 3x with multi-scale training and crops (mmdet's Swin 3x
 # recipe, as upstream VMamba), VMamba-T[s1l8] (upstream: 48.8 box AP / 43.7 mask AP).
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
-custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
+_base_ = '../_base_/mask-rcnn_fpn_adamw-ms-crop-3x_coco.py'
 pretrained = 'checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth'
 model = dict(
     backbone=dict(
