@@ -13,4 +13,4 @@ custom_imports = dict(imports=['mmvisbackbones'], allow_failed_imports=False)
 
 model = dict(decode_head=dict(num_classes=150), auxiliary_head=dict(num_classes=150))
 train_dataloader = dict(batch_size=4)  # per GPU
-# AUTOSCALE
+auto_scale_lr = dict(enable=False, base_batch_size=16)
