@@ -1,5 +1,6 @@
 # Mask R-CNN FPN, 1x schedule (12 epochs), AdamW: mmdet's Swin 1x recipe, which
-# the upstream VMamba, PVTv2, MLLA, BiFormer and Vision-RWKV detection configs use.
+# upstream VMamba's detection configs inherit (families whose upstream differs,
+# e.g. BiFormer's 500-iteration warmup, say so in their own config).
 # A family's config inherits this file and states only its backbone, the neck's
 # in_channels, its pretrained file and its own no-decay keys.
 #

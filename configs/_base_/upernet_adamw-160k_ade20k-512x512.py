@@ -1,8 +1,8 @@
 # UperNet, 160k iterations of 512x512 crops on ADE20K (150 classes), AdamW
 # lr 6e-5, wd 0.01, poly decay after a 1500-iteration warmup: mmseg's Swin
-# UperNet recipe, which the upstream VMamba, MLLA, BiFormer and Vision-RWKV
-# segmentation configs use.  A family's config states only its backbone, the
-# heads' in_channels and its pretrained file.
+# UperNet recipe, which upstream VMamba's segmentation configs inherit.  A
+# family's config states only its backbone, the heads' in_channels and its
+# pretrained file (and what its upstream changes, e.g. Vim's lr).
 #
 # Batch: 16 images per iteration = 4 GPUs x 4 images (as upstream VMamba ran
 # it; mmseg's file says 8 GPUs x 2, the same 16); the lr is for 16.  On another
