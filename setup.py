@@ -1,13 +1,48 @@
+import os
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = osp.dirname(osp.abspath(__file__))
+# What OpenMMLab packages carry in <package>/.mim/: the configs, the tools and
+# the model index, so that an installed package (no clone) serves
+# `mim train mmvisbackbones CONFIG`, `mim test ...` and configs loaded as
+# 'mmvisbackbones::<family>/<config>.py'.  build_py below copies them into the
+# build (`pip install .`, `pip wheel .`); the source tree is left alone.  An
+# editable install has no .mim: from a clone, name configs by their paths.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
 def read_version():
     ns = {}
-    with open(osp.join(osp.dirname(__file__), 'mmvisbackbones', 'version.py')) as f:
+    with open(osp.join(ROOT, 'mmvisbackbones', 'version.py')) as f:
         exec(f.read(), ns)
     return ns['__version__']
+
+
+class BuildPyWithMim(build_py):
+    """build_py, then copy ``MIM_FILES`` into ``<build_lib>/mmvisbackbones/.mim``
+    (real files: a wheel must not hold links into the source tree)."""
+
+    def run(self):
+        super().run()
+        dst_root = osp.join(self.build_lib, 'mmvisbackbones', '.mim')
+        ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
+        for name in MIM_FILES:
+            src, dst = osp.join(ROOT, name), osp.join(dst_root, name)
+            if not osp.exists(src):
+                raise FileNotFoundError(f'{src} is missing: the wheel must carry it in .mim/')
+            if osp.islink(dst) or osp.isfile(dst):
+                os.remove(dst)
+            elif osp.isdir(dst):
+                shutil.rmtree(dst)
+            if osp.isdir(src):
+                shutil.copytree(src, dst, ignore=ignore)
+            else:
+                os.makedirs(dst_root, exist_ok=True)
+                shutil.copyfile(src, dst)
 
 
 setup(
@@ -37,6 +72,7 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],  # mmvisbackbones.deploy, tools/deploy/export_onnx.py
         'tests': ['pytest', 'onnx', 'onnxruntime'],
     },
+    cmdclass={'build_py': BuildPyWithMim},
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -8,6 +8,11 @@ It also registers ``runner_type='MMVBRunner'`` (mmengine's Runner plus CPU
 distributed runs, atomic checkpoints and exact resume; see
 :mod:`mmvisbackbones.engine`).  Needs only torch and mmengine; mmcv, mmdet
 and mmseg are needed by the configs and tools, not by the backbones.
+
+It also lets mmengine load this package's configs by name, as it does mmdet's:
+``_base_ = 'mmvisbackbones::vmamba/mask-rcnn_vmamba-t_fpn_1x_coco.py'`` (from
+``mmvisbackbones/.mim/configs`` of the installed package; import
+mmvisbackbones before ``Config.fromfile``, as tools/train.py does).
 """
 from .version import __version__
 from .utils.serialization import register_safe_globals
@@ -25,6 +30,16 @@ from . import engine  # noqa: F401  (registers MMVBRunner and RNGStateHook)
 # let --resume and tools/test.py read the checkpoints mmengine's Runner
 # writes, without turning off weights_only (see utils/serialization.py)
 register_safe_globals()
+
+
+def _register_config_package():
+    """mmengine resolves ``'<module>::<config>'`` only for the packages of its
+    ``MODULE2PACKAGE`` table: add ours (module and pip name are the same)."""
+    from mmengine.config import utils as cfg_utils
+    cfg_utils.MODULE2PACKAGE.setdefault('mmvisbackbones', 'mmvisbackbones')
+
+
+_register_config_package()
 
 __all__ = [
     '__version__', 'BACKBONES', 'build_backbone', 'list_models', 'BaseBackbone', 'VMamba',

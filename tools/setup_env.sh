@@ -51,6 +51,19 @@ if ! python -c 'import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != "2.1.0"
     pip_q "setuptools<70" wheel ninja
     MMCV_WITH_OPS=1 python -m pip install --progress-bar off -q --no-build-isolation "mmcv==2.1.0"
 fi
+# The build's old setuptools must not stay behind: torch 2.13 requires
+# setuptools>=77.0.3, and mmengine and mim import pkg_resources at run time,
+# which setuptools 81 drops.  Checked on every run, so an older venv is mended.
+if ! python - >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+major = int(version('setuptools').split('.')[0])
+sys.exit(0 if 77 <= major < 81 else 1)
+PY
+then
+    log "setting setuptools to >=77.0.3,<81 (after the mmcv build)"
+    pip_q "setuptools>=77.0.3,<81"
+fi
 
 pip_q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
       pycocotools ftfy regex triton pytest onnx onnxruntime
@@ -69,6 +82,26 @@ pip_q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
 pip_q --no-deps "mmdet3d==1.4.0" "nuscenes-devkit==1.2.0" "lyft_dataset_sdk==0.0.8"
 pip_q pyquaternion "shapely~=2.0.3" cachetools descartes fire matplotlib scikit-learn \
       scipy tqdm pandas numba trimesh scikit-image plyfile networkx
+# mim (`mim train mmvisbackbones CONFIG` from an installed package) without
+# its dependencies: openmim 0.3.9 asks for opendatalab -> openxlab, which pins
+# setuptools 60, requests 2.28 and rich 13.4 and is only used by `mim download`
+# of OpenDataLab datasets.  What mim's train / test / list / search import:
+pip_q --no-deps "openmim==0.3.9" "model-index==0.1.11"
+pip_q click colorama tabulate requests ordered-set markdown pyyaml rich pandas
+# pip check: expected lines start
+# openmim 0.3.9 requires opendatalab, which is not installed.
+# lyft-dataset-sdk 0.0.8 requires black, which is not installed.
+# lyft-dataset-sdk 0.0.8 requires flake8, which is not installed.
+# lyft-dataset-sdk 0.0.8 requires plotly, which is not installed.
+# nuscenes-devkit 1.2.0 requires opencv-python-headless, which is not installed.
+# nuscenes-devkit 1.2.0 requires parameterized, which is not installed.
+# mmdet3d 1.4.0 requires open3d, which is not installed.
+# mmdet3d 1.4.0 requires tensorboard, which is not installed.
+# nuscenes-devkit 1.2.0 has requirement numpy<2.0.0,>=1.22.0, but you have numpy 2.*.
+# pip check: expected lines end
+# Those are the --no-deps installs above, on purpose (opencv: mmcv brings
+# opencv-python, which provides the same cv2); `pip check` reports nothing
+# else (tests/test_packaging.py).
 # the plugin itself, editable, without touching the pinned stack
 pip_q --no-build-isolation --no-deps -e "$ROOT"
 python - <<'PY'
