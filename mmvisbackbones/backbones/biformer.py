@@ -43,7 +43,7 @@ from ..layers import (DropPath, LayerNorm2d, Mlp, Stage, drop_path_schedule, ini
 from ..ops.routed_attention import routed_attention, routed_attention_reference
 from ..ops.routed_attention.chunked import DEFAULT_CHUNK
 from ..registry import register_backbone
-from ..utils.checkpoint import rename_first_match
+from ..utils.checkpoint import blocks_by_stage, rename_first_match, stage_depths, variant_info
 from .base import BaseBackbone
 
 ROUTED_IMPLS = ('chunked', 'gather')
@@ -349,6 +349,10 @@ class BiFormer(BaseBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_biformer_checkpoint(state_dict, model)
 
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_biformer_variant(state_dict)
+
 
 # ------------------------------------------------------------- converter
 _STEM = {'0': 'conv1', '1': 'norm1', '3': 'conv2', '4': 'norm2'}
@@ -402,3 +406,32 @@ def convert_biformer_checkpoint(state_dict: Dict[str, torch.Tensor],
             continue
         out[key] = value
     return out
+
+
+# ------------------------------------------------------------- variants
+_VARIANT_BLOCK = re.compile(r'^stages\.(\d+)\.(?:blocks\.)?(\d+)\.(.+)$')
+
+
+def detect_biformer_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """BiFormer's size from a checkpoint's keys and shapes (upstream's
+    ``stages.i.j`` or our ``stages.i.blocks.j``): widths (``norm1``), depths,
+    MLP ratio; None for weights that are not BiFormer's."""
+    blocks = blocks_by_stage(state_dict, _VARIANT_BLOCK)
+    first = blocks.get(0, {}).get(0, {})
+    if 'pos_embed.weight' not in first or 'norm1.weight' not in first:
+        return None
+    widths = []
+    for i in sorted(blocks):
+        norm = blocks[i][min(blocks[i])].get('norm1.weight')
+        if norm is None:
+            return None
+        widths.append(norm.shape[0])
+    fc1 = first.get('mlp.fc1.weight', first.get('mlp.0.weight'))
+    depths = stage_depths(blocks)
+    params = dict(dims=tuple(widths) if depths else None, depths=depths,
+                  mlp_ratio=round(fc1.shape[0] / widths[0], 4) if fc1 is not None else None)
+    upstream = any(k.startswith('downsample_layers.') for k in state_dict)
+    return variant_info('BiFormer', BiFormer.arch_zoo, params, variant='biformer',
+                        layout='upstream layout' if upstream else "this package's layout",
+                        labels={'tiny': 'BiFormer-T', 'small': 'BiFormer-S',
+                                'base': 'BiFormer-B'})

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from ..layers import (DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
                       pad_to_multiple)
 from ..registry import register_backbone
+from ..utils.checkpoint import blocks_by_stage, stage_depths, stage_widths, variant_info
 from .base import BaseBackbone
 
 ROPE_BASE = 10000
@@ -340,6 +341,10 @@ class MLLA(BaseBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_mlla_checkpoint(state_dict, model)
 
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_mlla_variant(state_dict)
+
 
 # ------------------------------------------------------------- converter
 # not weights: upstream's fixed-resolution RoPE tables, the classifier and
@@ -373,3 +378,32 @@ def convert_mlla_checkpoint(state_dict: Dict[str, torch.Tensor],
             key = f'stages.{stage}.{part}.{rest}'
         out[key] = value
     return out
+
+
+# ------------------------------------------------------------- variants
+_VARIANT_BLOCK = re.compile(r'^(?:layers|stages)\.(\d+)\.blocks\.(\d+)\.(.+)$')
+
+
+def detect_mlla_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """MLLA's size from a checkpoint's keys and shapes (upstream's
+    ``layers.i.blocks.j`` or our ``stages.i.blocks.j``): widths (``norm1``),
+    depths, MLP ratio, q/k bias; None for weights that are not MLLA's."""
+    blocks = blocks_by_stage(state_dict, _VARIANT_BLOCK)
+    first = blocks.get(0, {}).get(0, {})
+    if 'act_proj.weight' not in first or 'cpe1.weight' not in first:
+        return None
+    widths = []
+    for i in sorted(blocks):
+        norm = blocks[i][min(blocks[i])].get('norm1.weight')
+        if norm is None:
+            return None
+        widths.append(norm.shape[0])
+    fc1 = first.get('mlp.fc1.weight')
+    depths = stage_depths(blocks)
+    params = dict(embed_dims=stage_widths(widths) if depths else None, depths=depths,
+                  mlp_ratio=round(fc1.shape[0] / widths[0], 4) if fc1 is not None else None,
+                  qkv_bias='attn.qk.bias' in first)
+    upstream = any(k.startswith('layers.') for k in state_dict)
+    return variant_info('MLLA', MLLA.arch_zoo, params, variant='mlla',
+                        layout='upstream layout' if upstream else "this package's layout",
+                        labels={'tiny': 'MLLA-T', 'small': 'MLLA-S', 'base': 'MLLA-B'})

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ..layers import DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm, run_blocks
 from ..registry import register_backbone
+from ..utils.checkpoint import blocks_by_stage, stage_depths, variant_info
 from .base import BaseBackbone
 
 #: LayerNorm eps of upstream's blocks and stage norms (``partial(nn.LayerNorm, eps=1e-6)``)
@@ -331,6 +332,10 @@ class PVTv2(BaseBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_pvtv2_checkpoint(state_dict, model)
 
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_pvtv2_variant(state_dict)
+
 
 # ------------------------------------------------------------- converter
 # official whai362/PVT v2 layout (classification, or its mmdet 2.x backbones)
@@ -431,3 +436,62 @@ def convert_pvtv2_checkpoint(state_dict: Dict[str, torch.Tensor],
             continue
         out[key] = value
     return out
+
+
+# ------------------------------------------------------------- variants
+_VARIANT_LAYOUTS = [  # (block key pattern, number of the first stage in the keys, layout)
+    (re.compile(r'^block(\d+)\.(\d+)\.(.+)$'), 1, 'official layout'),
+    (re.compile(r'^layers\.(\d+)\.1\.(\d+)\.(.+)$'), 0, 'mmdet layout'),
+    (re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.(.+)$'), 0, "this package's layout"),
+]
+_FC1 = ('mlp.fc1.weight', 'ffn.layers.0.weight')  # official / ours, mmdet (a 1x1 conv)
+
+
+def detect_pvtv2_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """The PVT variant and size of a checkpoint from its keys and shapes
+    (official whai362/PVT, mmdet or our layout); None for weights that are
+    not PVT's.
+
+    Reads the widths (``norm1``), depths, MLP ratios (``fc1`` rows / width)
+    and the spatial reduction: a strided ``attn.sr`` conv of kernel
+    ``sr_ratio`` (none where the ratio is 1) for b0-b5, a 1x1 ``attn.sr``
+    after the 7x7 average pool in every stage for the linear ``b2_li``
+    (``linear=True``).  PVT v1 (absolute position embeddings ``pos_embed1..4``)
+    is another architecture, not convertible."""
+    for pattern, first_stage, layout in _VARIANT_LAYOUTS:
+        blocks = blocks_by_stage(state_dict, pattern, first_stage)
+        first = blocks.get(0, {}).get(0, {})
+        if 'norm1.weight' in first and ('attn.q.weight' in first or 'attn.kv.weight' in first
+                                        or 'attn.attn.in_proj_weight' in first):
+            break
+    else:
+        return None
+    dims, ratios, srs = [], [], []
+    for i in sorted(blocks):
+        blk = blocks[i][min(blocks[i])]
+        norm = blk.get('norm1.weight')
+        fc1 = next((blk[k] for k in _FC1 if k in blk), None)
+        if norm is None or fc1 is None:
+            return None
+        dims.append(norm.shape[0])
+        ratios.append(round(fc1.shape[0] / norm.shape[0], 4))
+        sr = blk.get('attn.sr.weight')
+        srs.append(sr.shape[-1] if sr is not None and sr.dim() == 4 else 1)
+    depths = stage_depths(blocks)
+    linear = any(k == 1 for k, i in zip(srs, sorted(blocks))
+                 if blocks[i][min(blocks[i])].get('attn.sr.weight') is not None)
+    v1 = any(_POS_EMBED.search(k) for k in state_dict)
+    params = dict(embed_dims=tuple(dims) if depths else None, depths=depths,
+                  mlp_ratios=tuple(ratios) if depths else None, linear=linear,
+                  sr_ratios=tuple(srs) if depths and not linear else None)
+    words = layout + (', linear spatial reduction (pool + 1x1 sr)' if linear else
+                      ', strided spatial-reduction convs')
+    if v1:
+        words += ', absolute position embeddings (PVT v1)'
+    return variant_info(
+        'PVTv2', PVTv2.arch_zoo, params, variant='v1' if v1 else ('linear' if linear else 'sr'),
+        layout=words, label='PVT v1' if v1 else None,
+        labels={k: f'PVTv2-{k} (pvt_v2_{k})' for k in PVTv2.arch_zoo if k != 'test'},
+        convertible=not v1, model_layout='PVTv2 (overlapping patch embeds, no pos_embed)',
+        hint=None if not v1 else 'PVTv2 has no absolute position embeddings; use a PVTv2 '
+        'checkpoint (pvt_v2_b*.pth)')

@@ -29,7 +29,8 @@ from mmengine.model.weight_init import trunc_normal_
 from ..layers import (DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
                       pad_to_multiple, resize_pos_embed)
 from ..registry import register_backbone
-from ..utils.checkpoint import rename_first_match
+from ..utils.checkpoint import (blocks_by_stage, rename_first_match, stage_depths, stage_widths,
+                                variant_info)
 from .base import BaseBackbone
 
 #: value upstream adds to the logits of token pairs from different sub-windows
@@ -369,6 +370,10 @@ class Swin(BaseBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_swin_checkpoint(state_dict, model)
 
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_swin_variant(state_dict)
+
 
 # ------------------------------------------------------------- converter
 _DROP = re.compile(r'(^head\.|^norm\.|relative_position_index$|attn_mask$)')
@@ -456,3 +461,67 @@ def convert_swin_checkpoint(state_dict: Dict[str, torch.Tensor],
                 ws = int(round((own[key].shape[0]**0.5 + 1) / 2))
                 out[key] = resize_relative_position_bias_table(value, ws)
     return out
+
+
+# ------------------------------------------------------------- variants
+_VARIANT_BLOCK = re.compile(r'^(?:layers|stages)\.(\d+)\.blocks\.(\d+)\.(.+)$')
+#: upstream's sizes by (stage-0 width, depths)
+_UPSTREAM_NAMES = {(96, (2, 2, 6, 2)): 'Swin-T', (96, (2, 2, 18, 2)): 'Swin-S',
+                   (128, (2, 2, 18, 2)): 'Swin-B', (192, (2, 2, 18, 2)): 'Swin-L'}
+_LAYOUT_WORDS = {'official': 'official layout', 'timm': 'timm layout',
+                 'mmdet': 'mmdet/mmseg layout', 'ours': "this package's layout"}
+
+
+def detect_swin_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """The Swin variant and size of a checkpoint from its keys and shapes
+    (official / timm / mmdet / our layouts, see :func:`detect_swin_layout`);
+    None for weights that are not Swin's.
+
+    Sizes: widths (``norm1``), depths (blocks per stage), heads (the columns
+    of ``relative_position_bias_table``), compared with the model; the window
+    size ((rows + 1) / 2 of the (2w-1)^2-row table) is reported only, since
+    the converter resizes the tables to the model's window.  Swin V2
+    checkpoints (cosine attention: ``logit_scale``, ``cpb_mlp``) are another
+    block design, not convertible."""
+    blocks = blocks_by_stage(state_dict, _VARIANT_BLOCK)
+    first = blocks.get(0, {}).get(0)
+    if not first:
+        return None
+    table = first.get('attn.relative_position_bias_table',
+                      first.get('attn.w_msa.relative_position_bias_table'))
+    v2 = 'attn.logit_scale' in first or any(r.startswith('attn.cpb_mlp.') for r in first)
+    if (table is None or table.dim() != 2) and not v2:
+        return None
+    try:
+        layout = detect_swin_layout(state_dict)
+    except ValueError:  # mixed layouts: the converter says so
+        return None
+    widths, heads = [], []
+    for i in sorted(blocks):
+        blk = blocks[i][min(blocks[i])]
+        norm = blk.get('norm1.weight')
+        t = blk.get('attn.logit_scale') if v2 else blk.get(
+            'attn.relative_position_bias_table', blk.get('attn.w_msa.relative_position_bias_table'))
+        if norm is None or t is None or t.dim() < 1:
+            return None
+        widths.append(norm.shape[0])
+        heads.append(t.shape[0] if v2 else t.shape[1])
+    depths = stage_depths(blocks)
+    window = None
+    if not v2:
+        w = (table.shape[0]**0.5 + 1) / 2
+        window = int(w) if w == int(w) else None
+    params = dict(depths=depths, dims=stage_widths(widths) if depths else None,
+                  num_heads=tuple(heads) if depths else None)
+    label = _UPSTREAM_NAMES.get((widths[0], depths))
+    words = _LAYOUT_WORDS[layout]
+    if v2:
+        label = (label or 'Swin').replace('Swin', 'Swin V2')
+        words += ', cosine attention (logit_scale, cpb_mlp)'
+    return variant_info('Swin', Swin.arch_zoo, params, variant='v2' if v2 else 'v1',
+                        layout=words, label=label, extra=dict(window_size=window),
+                        convertible=not v2, model_layout='Swin V1 (relative position bias)',
+                        hint=None if not v2 else (
+                            'this Swin implements Swin V1 (learned relative position bias '
+                            'tables); use swin_{tiny,small,base}_patch4_window7_224.pth or '
+                            'their mmdet / mmseg checkpoints'))

@@ -29,6 +29,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..layers import DropPath, RMSNorm, init_linear_and_norm, resize_pos_embed
 from ..ops import bidirectional_scan
 from ..registry import register_backbone
+from ..utils.checkpoint import blocks_by_stage, variant_info
 from .plain import PlainBackbone, convert_layer_key
 
 
@@ -227,6 +228,10 @@ class Vim(PlainBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_vim_checkpoint(state_dict, model)
 
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_vim_variant(state_dict)
+
 
 _DROP = re.compile(r'^(head\.|rope\.|fpn\d\.)')
 
@@ -277,3 +282,73 @@ def convert_vim_checkpoint(state_dict: Dict[str, torch.Tensor],
         else:
             out[k] = v
     return out
+
+
+# ------------------------------------------------------------- variants
+_UP_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
+_OUR_LAYER = re.compile(r'^stages\.(\d+)\.(\d+)\.(.+)$')
+_LABELS = {'tiny': 'Vim-Ti', 'small': 'Vim-S', 'base': 'Vim-B'}
+_HINT = ("this Vim implements hustvl/Vim's released models only: bimamba v2 (a reversed "
+         'direction with its own conv1d_b / x_proj_b / dt_proj_b / A_b_log / D_b), RMSNorm, '
+         'absolute position embeddings and at most one (middle) class token, as '
+         'vim_{tiny,small}_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2')
+
+
+def detect_vim_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """The upstream Vim variant and size of a checkpoint from its keys and
+    shapes (hustvl/Vim's ``layers.{i}`` layout or ours); None for weights that
+    are not Vim's.
+
+    Variants: ``'middle class token'`` (``if_cls_token`` with
+    ``use_middle_cls_token``: a ``cls_token`` and a position embedding of
+    ``patches + 1`` tokens -- upstream's released models; the middle position
+    is assumed, a head token has the same shapes) or ``'no class token'``,
+    both convertible; ``'two class tokens'`` (``use_double_cls_token``),
+    bimamba v1 / none (no reversed-direction parameters) and LayerNorm blocks
+    (``rms_norm=False``) are not.  Sizes: embed dims, depth, d_state, expand;
+    the class token and the position grid are reported, not compared (the
+    converter drops the token for a model without one and resizes the grid).
+    """
+    layers: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        m = _UP_LAYER.match(key)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    ours = not layers
+    if ours:
+        stages = blocks_by_stage(state_dict, _OUR_LAYER)
+        flat = [stages[s][j] for s in sorted(stages) for j in sorted(stages[s])]
+        layers = dict(enumerate(flat))
+    first = layers.get(0)
+    if not first or 'mixer.A_log' not in first or 'norm.weight' not in first:
+        return None
+    C = first['norm.weight'].shape[0]
+    a_log = first['mixer.A_log']
+    if a_log.dim() != 2:
+        return None
+    d_inner, d_state = a_log.shape
+    pos = state_dict.get('pos_embed')
+    double = 'cls_token_head' in state_dict or 'cls_token_tail' in state_dict
+    cls = 'cls_token' in state_dict
+    grid = None
+    if pos is not None and pos.dim() == 3:
+        n = pos.shape[1] - (0 if ours else (2 if double else int(cls)))
+        side = int(round(math.sqrt(max(n, 0))))
+        grid = (side, side) if side * side == n else None
+    bimamba_v2 = 'mixer.A_b_log' in first
+    layer_norm = 'norm.bias' in first or 'norm_f.bias' in state_dict
+    if double:
+        variant = 'two class tokens'
+    else:
+        variant = 'middle class token' if cls else 'no class token'
+    words = ["this package's layout" if ours else 'upstream layout (layers.i)',
+             'bimamba v2' if bimamba_v2 else 'bimamba v1 / none (no A_b_log, conv1d_b ...)',
+             'LayerNorm (rms_norm=False)' if layer_norm else 'RMSNorm', variant]
+    convertible = bimamba_v2 and not layer_norm and not double
+    params = dict(embed_dims=C, depth=max(layers) + 1, d_state=d_state,
+                  expand=round(d_inner / C, 4))
+    return variant_info('Vim', Vim.arch_zoo, params, variant=variant, layout=', '.join(words),
+                        labels=_LABELS, extra=dict(with_cls_token=cls or double,
+                                                   pretrain_grid=grid),
+                        convertible=convertible,
+                        model_layout='bimamba v2, RMSNorm', hint=None if convertible else _HINT)

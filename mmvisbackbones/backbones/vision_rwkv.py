@@ -22,6 +22,7 @@ segmentation backbone ``VRWKV_Adapter``: VisionRWKV in a ViT-Adapter) and
 :func:`convert_vision_rwkv_checkpoint`.
 """
 import math
+import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from ..layers import DropPath
 from ..ops.wkv import bi_wkv
 from ..registry import register_backbone
+from ..utils.checkpoint import blocks_by_stage, variant_info
 from .plain import PlainBackbone, convert_layer_key, convert_square_pos_embed
 from .vit_adapter import ViTAdapter, split_adapter_arch
 
@@ -236,6 +238,10 @@ class VisionRWKV(PlainBackbone):
     def convert_checkpoint(state_dict, model=None):
         return convert_vision_rwkv_checkpoint(state_dict, model)
 
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_vision_rwkv_variant(state_dict)
+
 
 #: upstream's adapter settings of its VRWKV-T / S detection and segmentation recipes
 _UPSTREAM_ADAPTER = dict(interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
@@ -335,3 +341,32 @@ def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],
         else:
             out[k] = v
     return out
+
+
+# ------------------------------------------------------------- variants
+_UP_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
+_OUR_LAYER = re.compile(r'^stages\.(\d+)\.(\d+)\.(.+)$')
+
+
+def detect_vision_rwkv_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """Vision-RWKV's size from a checkpoint's keys and shapes (upstream's
+    ``layers.{i}`` or our ``stages.{s}.{j}``): width, depth and whether the
+    blocks have ``key_norm``; None for weights that are not Vision-RWKV's."""
+    layers: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        m = _UP_LAYER.match(key)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    upstream = bool(layers)
+    if not upstream:
+        stages = blocks_by_stage(state_dict, _OUR_LAYER)
+        layers = dict(enumerate(stages[s][j] for s in sorted(stages) for j in sorted(stages[s])))
+    first = layers.get(0, {})
+    if 'att.spatial_decay' not in first or 'ln1.weight' not in first:
+        return None
+    params = dict(embed_dims=first['ln1.weight'].shape[0], depth=max(layers) + 1,
+                  key_norm='att.key_norm.weight' in first)
+    return variant_info('Vision-RWKV', VisionRWKV.arch_zoo, params, variant='v1',
+                        layout='upstream layout' if upstream else "this package's layout",
+                        labels={'tiny': 'VRWKV-T', 'small': 'VRWKV-S', 'base': 'VRWKV-B',
+                                'large': 'VRWKV-L'})

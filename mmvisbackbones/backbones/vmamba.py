@@ -24,7 +24,8 @@ from ..layers import (DropPath, Linear2d, Mlp2d, Stage, build_norm2d, drop_path_
                       init_linear_and_norm)
 from ..ops import ss2d_scan
 from ..registry import register_backbone
-from ..utils.checkpoint import rename_first_match
+from ..utils.checkpoint import (blocks_by_stage, rename_first_match, stage_depths, stage_widths,
+                                variant_info)
 from .base import BaseBackbone
 
 K_DIRECTIONS = 4
@@ -211,6 +212,7 @@ class VMamba(BaseBackbone):
         if len(dims) != len(depths):
             raise ValueError(f'VMamba: {len(dims)} dims for {len(depths)} stages')
         self.arch = a
+        self.d_conv, self.conv_bias = int(d_conv), bool(conv_bias)  # compared with checkpoints
         self.num_features = dims
         self.strides = [4 * 2**i for i in range(len(depths))]
         self._check_out_indices(len(depths))
@@ -245,6 +247,10 @@ class VMamba(BaseBackbone):
     @staticmethod
     def convert_checkpoint(state_dict, model=None):
         return convert_vmamba_checkpoint(state_dict)
+
+    @staticmethod
+    def detect_checkpoint_variant(state_dict):
+        return detect_vmamba_variant(state_dict)
 
 
 # ------------------------------------------------------------- converter
@@ -294,3 +300,139 @@ def convert_vmamba_checkpoint(state_dict: Dict[str, torch.Tensor]) -> Dict[str, 
             continue
         out[rename_first_match(key, _UPSTREAM_RULES)] = value
     return out
+
+
+# ------------------------------------------------------------- variants
+_VARIANT_BLOCK = re.compile(r'^(?:layers|stages)\.(\d+)\.blocks\.(\d+)\.(.+)$')
+_UP_DOWN = re.compile(r'^layers\.(\d+)\.downsample\.(.+)$')
+#: upstream's model functions by (depths, stage-0 width, ssm_ratio, d_state)
+_UPSTREAM_NAMES = {
+    ((2, 2, 8, 2), 96, 1.0, 1): 'VMamba-T[s1l8] (vmamba_tiny_s1l8)',
+    ((2, 2, 15, 2), 96, 2.0, 1): 'VMamba-S[s2l15] (vmamba_small_s2l15)',
+    ((2, 2, 15, 2), 128, 2.0, 1): 'VMamba-B[s2l15] (vmamba_base_s2l15)',
+    ((2, 2, 5, 2), 96, 2.0, 1): 'VMamba-T[s2l5] (vmamba_tiny_s2l5, vssm1_tiny_0230)',
+    ((2, 2, 20, 2), 96, 1.0, 1): 'VMamba-S[s1l20] (vmamba_small_s1l20)',
+    ((2, 2, 20, 2), 128, 1.0, 1): 'VMamba-B[s1l20] (vmamba_base_s1l20)',
+    ((2, 2, 9, 2), 96, 2.0, 16): 'VMamba-T v0 (vssm_tiny, vanilla_vmamba_tiny)',
+    ((2, 2, 27, 2), 96, 2.0, 16): 'VMamba-S v0 (vssm_small, vanilla_vmamba_small)',
+    ((2, 2, 27, 2), 128, 2.0, 16): 'VMamba-B v0 (vssm_base, vanilla_vmamba_base)',
+}
+_MODEL_LAYOUT = 'v2 layout: forward type v05_noz, downsample v3, patch embed v2, with MLP'
+_V2_HINT = ("this VMamba implements upstream's v2 models only (forward type v05_noz, "
+            'downsample v3, patch embed v2, with MLP: vmamba_tiny_s1l8 / vmamba_small_s2l15 / '
+            'vmamba_base_s2l15, released as vssm1_tiny_0230s_ckpt_epoch_264.pth / '
+            'vssm_small_0229_ckpt_epoch_222.pth / vssm_base_0229_ckpt_epoch_237.pth); '
+            "use one of those with arch 'tiny' / 'small' / 'base'")
+
+
+def _downsample_version(state_dict) -> Optional[str]:
+    for key, value in state_dict.items():
+        m = _UP_DOWN.match(key)
+        if m:
+            if m.group(2).startswith('reduction.'):
+                return 'v1'
+            if m.group(2) == '1.weight':
+                k = value.shape[-1]
+                return {2: 'v2', 3: 'v3'}.get(k, f'a {k}x{k} conv')
+        elif re.match(r'^stages\.\d+\.downsample\.conv\.weight$', key):
+            return 'v3'
+    return None
+
+
+def _patch_embed_version(state_dict) -> Optional[str]:
+    if 'patch_embed.conv1.weight' in state_dict or 'patch_embed.5.weight' in state_dict:
+        return 'v2'
+    if 'patch_embed.proj.weight' in state_dict or 'patch_embed.0.weight' in state_dict:
+        return 'v1'
+    return None
+
+
+def detect_vmamba_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
+    """The upstream VMamba variant and size of a checkpoint, from its keys and
+    shapes (upstream's layouts or ours, prefix stripped); None for weights
+    that are not VMamba's.
+
+    Variants: ``'v0'`` -- the first release (``blocks.j.self_attention.*``,
+    ``ln_1``) or upstream's later ``vanilla_vmamba_*`` (``op.*``, forward
+    type v0): a z gate, no MLP, d_state 16, PatchMerging2D downsample
+    (``reduction`` / ``norm``), 4x4 patch embed; ``'v2'`` -- the current
+    models (forward type ``v05_noz``: no z gate, downsample v3, patch embed
+    v2, MLP), the only one :class:`VMamba` implements, at any depths / widths
+    / ssm_ratio / d_state; ``'m0'`` (Mamba2 SSD blocks) and ``'other'`` (a
+    v2-family combination of upstream's ablation switches: z gate, downsample
+    v1/v2, patch embed v1, no MLP, no LayerNorm out norm), both not
+    convertible.  Sizes: depths, widths, ssm_ratio (d_inner / width),
+    d_state, mlp_ratio, the depthwise conv's kernel and bias."""
+    blocks = blocks_by_stage(state_dict, _VARIANT_BLOCK)
+    first = blocks.get(0, {}).get(0)
+    if not first:
+        return None
+    op = next((p for p in ('self_attention.', 'op.', 'ssm.') if any(
+        r.startswith(p + 'A_log') or r.startswith(p + 'x_proj_weight') for r in first)), None)
+    if op is None:
+        return None
+    ours = op == 'ssm.'
+    norm = {'self_attention.': 'ln_1.weight', 'op.': 'norm.weight', 'ssm.': 'norm1.weight'}[op]
+    widths = [blocks[i][min(blocks[i])].get(norm) for i in sorted(blocks)]
+    if any(w is None or w.dim() != 1 for w in widths):
+        return None
+    C = widths[0].shape[0]
+    depths = stage_depths(blocks)
+    dims = stage_widths([w.shape[0] for w in widths]) if depths else None
+    xp = first.get(op + 'x_proj_weight')
+    ds = first.get(op + 'Ds')
+    m0 = (ds is not None and ds.dim() == 3) or op + 'conv2d.1.weight' in first
+    dt = first.get(op + ('dt_proj_weight' if ours else 'dt_projs_weight'))
+    d_inner = d_state = None
+    if xp is not None and xp.dim() == 3:
+        d_inner = xp.shape[2]
+        rank = dt.shape[2] if dt is not None and dt.dim() == 3 else math.ceil(C / 16)
+        d_state = (xp.shape[1] - rank) // 2
+    in_proj = first.get(op + 'in_proj.weight')
+    z_gate = in_proj is not None and d_inner is not None and in_proj.shape[0] == 2 * d_inner
+    conv = first.get(op + ('dwconv.weight' if ours else 'conv2d.weight'))
+    fc1 = first.get('mlp.fc1.weight')
+    mlp_ratio = round(fc1.shape[0] / C, 4) if fc1 is not None else 0.0
+    ln_out = first.get(op + 'out_norm.weight') is not None
+    down, embed = _downsample_version(state_dict), _patch_embed_version(state_dict)
+    ssm_ratio = round(d_inner / C, 4) if d_inner else None
+    params = dict(depths=depths, dims=dims, ssm_ratio=ssm_ratio, d_state=d_state,
+                  mlp_ratio=mlp_ratio, d_conv=conv.shape[-1] if conv is not None else None,
+                  conv_bias=(op + ('dwconv.bias' if ours else 'conv2d.bias')) in first)
+
+    if m0:
+        forward = 'm0 (Mamba2 SSD)'
+    elif d_inner is None:
+        forward = 'unknown (no x_proj_weight: an xv* forward type?)'
+    else:
+        forward = ('v05_noz family (no z gate)' if not z_gate
+                   else 'v0 / v2 / v3 family with a z gate (not _noz)')
+    words = [{'self_attention.': 'self_attention keys (the first release)',
+              'op.': 'op keys', 'ssm.': "this package's keys"}[op], f'forward type {forward}',
+             'with MLP' if mlp_ratio else 'no MLP']
+    if down:
+        words.append(f'downsample {down}' + (' (PatchMerging2D)' if down == 'v1' else ''))
+    if embed:
+        words.append(f'patch embed {embed}')
+    if not ln_out and not m0:
+        words.append('no LayerNorm out norm (_onnone / _onsoftmax / _ondwconv3 ...)')
+    if m0:
+        variant = 'm0'
+    elif d_inner is None:
+        variant = 'other'
+    elif op == 'self_attention.' or (z_gate and not mlp_ratio and down in ('v1', None)):
+        variant = 'v0'
+    elif (not z_gate and mlp_ratio and ln_out and down in ('v3', None)
+          and embed in ('v2', None)):
+        variant = 'v2'
+    else:
+        variant = 'other'
+    convertible = variant == 'v2'
+    label = _UPSTREAM_NAMES.get((depths, widths[0].shape[0], ssm_ratio, d_state)) \
+        if depths else None
+    if label is None:
+        label = f'VMamba {variant}'
+    return variant_info('VMamba', VMamba.arch_zoo, params, variant=variant,
+                        layout=f'{variant} layout: ' + ', '.join(words), label=label,
+                        convertible=convertible, model_layout=_MODEL_LAYOUT,
+                        hint=None if convertible else _V2_HINT)

@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import pickle
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,11 @@ _CONTAINER_KEYS = ('state_dict', 'model', 'module', 'model_ema')
 
 class CheckpointMismatchError(ValueError):
     """Raised when no parameter of a checkpoint fits the model."""
+
+
+class CheckpointVariantError(CheckpointMismatchError):
+    """A checkpoint of another variant or size of the model's family (its
+    message names both), raised before anything is loaded."""
 
 
 def load_checkpoint_file(path: str) -> dict:
@@ -147,23 +152,39 @@ def load_pretrained(model: nn.Module,
     (the dense-prediction additions an upstream classification checkpoint
     has no weights for) may be missing.  ``strict=False`` loads what fits and
     logs the rest.  When nothing matches, :class:`CheckpointMismatchError` is
-    raised with examples of both sides' keys.  Returns a report dict.
+    raised with examples of both sides' keys.
+
+    Before converting, the family's ``detect_checkpoint_variant`` (if the
+    model's class has one) reads the upstream variant and size from the
+    checkpoint's own keys and shapes (:func:`check_checkpoint_variant`): a
+    variant the model cannot take raises :class:`CheckpointVariantError` at
+    once (whatever ``strict``), and with ``strict`` so does a checkpoint of
+    another size than the model's named arch even when every tensor of the
+    model is there (a deeper checkpoint's extra blocks would otherwise be
+    ignored as unexpected keys); both messages name the checkpoint's variant
+    and size and the model's arch.  Returns a report dict.
     """
     logger = logger or MMLogger.get_current_instance()
     sd = strip_prefixes(extract_state_dict(load_checkpoint_file(checkpoint)), prefix)
+    name = type(model).__name__
+    # the variant / size the checkpoint's own (upstream) keys and shapes show,
+    # before conversion renames them; a variant the model cannot take raises here
+    variant = check_checkpoint_variant(model, sd, checkpoint)
+    conflict = bool(variant and variant['conflict'])
     if converter is not None:
         sd = converter(sd, model)
     loadable, missing, unexpected, mismatched = match_state_dict(model, sd)
-    name = type(model).__name__
+    described = (lambda: variant_sentence(variant, model)) if variant else \
+        (lambda: describe_checkpoint(model, sd))
     if not loadable and not mismatched:
         raise CheckpointMismatchError(
             f'no parameter of checkpoint {checkpoint!r} matches {name}: '
             f'checkpoint keys (after conversion) look like {sorted(sd)[:5]}, '
             f'the model expects keys like {list(model.state_dict())[:5]}. '
-            f'{describe_checkpoint(model, sd)}')
+            f'{described()}')
     optional = tuple(getattr(model, 'checkpoint_optional_prefixes', lambda: ())())
     required_missing = [k for k in missing if not k.startswith(optional)] if optional else missing
-    if strict and (mismatched or required_missing):
+    if strict and (conflict or mismatched or required_missing):
         parts = []
         if mismatched:
             parts.append(f'{len(mismatched)} shape mismatches (' + _short(
@@ -171,12 +192,17 @@ def load_pretrained(model: nn.Module,
         if required_missing:
             parts.append(f'{len(required_missing)} of the model\'s tensors missing from it ('
                          + _short(required_missing, 6) + ')')
-        raise CheckpointMismatchError(
-            f'checkpoint {checkpoint!r} does not fit {name}'
-            f'{_arch_of(model)}: {"; ".join(parts)}. {describe_checkpoint(model, sd)} '
-            'Nothing was loaded. Pick the config of the checkpoint\'s arch, or pass '
+        found = f' {"; ".join(parts)}.' if parts else ''
+        advice = (_variant_advice(variant, model) if conflict else
+                  'Pick the config of the checkpoint\'s arch')
+        raise (CheckpointVariantError if conflict else CheckpointMismatchError)(
+            f'checkpoint {checkpoint!r} does not fit {name}{_arch_of(model)}. '
+            f'{described()}{found} Nothing was loaded. {advice}, or pass '
             "init_cfg=dict(type='Pretrained', checkpoint=..., strict=False) to load the "
             'tensors that fit and leave the rest at their init.')
+    if conflict:
+        print_log(f'{name}: {variant_sentence(variant, model)} strict=False: loading the '
+                  'tensors that fit.', logger=logger, level=30)
     model.load_state_dict(loadable, strict=False)
     print_log(f'{name}: loaded {len(loadable)}/{len(model.state_dict())} tensors from '
               f'{checkpoint}', logger=logger)
@@ -247,3 +273,200 @@ def describe_checkpoint(model: nn.Module, sd: Dict[str, torch.Tensor]) -> str:
 def _short(items: List[str], n: int = 20) -> str:
     s = ', '.join(items[:n])
     return s + (f', ... ({len(items) - n} more)' if len(items) > n else '')
+
+
+# ------------------------------------------------------------ variants
+# Each family's ``detect_<family>_variant(state_dict)`` (beside its converter)
+# reads the variant and size of a checkpoint from its keys and shapes, in the
+# upstream layouts and in ours, and returns :func:`variant_info`'s dict (None
+# for weights of another family).  The model class exposes it as
+# ``detect_checkpoint_variant``; :func:`load_pretrained` compares the result
+# with the model before converting anything.
+
+#: keys whose int value means "this many channels in stage 0, doubled per stage"
+_PER_STAGE_KEYS = ('dims', 'embed_dims')
+
+
+def blocks_by_stage(state_dict: Dict[str, torch.Tensor], pattern,
+                    first_stage: int = 0) -> Dict[int, Dict[int, Dict[str, torch.Tensor]]]:
+    """``{stage: {block: {rest of the key: tensor}}}`` of the keys matching
+    ``pattern`` (a compiled regex with the groups stage, block, rest); stage
+    numbers start at ``first_stage`` in the keys (e.g. PVT's ``block1``)."""
+    out: Dict[int, Dict[int, Dict[str, torch.Tensor]]] = {}
+    for key, value in state_dict.items():
+        m = pattern.match(key)
+        if m:
+            stage, block = int(m.group(1)) - first_stage, int(m.group(2))
+            out.setdefault(stage, {}).setdefault(block, {})[m.group(3)] = value
+    return out
+
+
+def stage_depths(blocks: Dict[int, Dict[int, dict]]) -> Optional[tuple]:
+    """Blocks per stage of :func:`blocks_by_stage`'s result (None unless the
+    stages are 0..n-1)."""
+    if not blocks or sorted(blocks) != list(range(len(blocks))):
+        return None
+    return tuple(max(blocks[i]) + 1 for i in range(len(blocks)))
+
+
+def stage_widths(dims: Sequence[int]):
+    """Per-stage widths in the arch tables' convention: the first width (an
+    int) when each stage doubles the previous one, else the tuple."""
+    dims = tuple(int(d) for d in dims)
+    return dims[0] if all(d == dims[0] * 2**i for i, d in enumerate(dims)) else dims
+
+
+def _norm_value(key: str, value, like=None):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm_value('', v) for v in value)
+    if isinstance(value, (int, float)):
+        if key in _PER_STAGE_KEYS and isinstance(like, (list, tuple)):
+            return tuple(float(value * 2**i) for i in range(len(like)))
+        return round(float(value), 4)
+    return value
+
+
+def same_value(key: str, a, b) -> bool:
+    """``a == b`` for arch values: numbers as floats, sequences elementwise,
+    a stage-0 width (int) against the per-stage tuple it doubles into."""
+    return _norm_value(key, a, b) == _norm_value(key, b, a)
+
+
+def format_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ','.join(format_value(v) for v in value)
+    if isinstance(value, float):
+        return f'{value:g}'
+    return str(value)
+
+
+def format_values(values: Dict[str, object]) -> str:
+    return ', '.join(f'{k} {format_value(v)}' for k, v in values.items())
+
+
+def variant_info(family: str, arch_zoo: Dict[str, dict], params: Dict[str, object], *,
+                 variant: str, layout: str, label: Optional[str] = None,
+                 extra: Optional[Dict[str, object]] = None, convertible: bool = True,
+                 model_layout: Optional[str] = None, hint: Optional[str] = None,
+                 labels: Optional[Dict[str, str]] = None) -> dict:
+    """What a family's detector returns for a checkpoint of that family.
+
+    ``params``: arch values read from the weights, in the arch table's
+    convention (None values are dropped: not readable from these weights);
+    compared with the model's (its ``arch`` entry, or an attribute of the same
+    name for build arguments such as ``conv_bias``).  ``extra``: facts shown
+    but not compared (a window size the converter resizes, a class token it
+    can drop).  ``variant`` / ``layout``: the upstream variant and its key
+    layout in words; ``label``: upstream's name of this size if known;
+    ``convertible=False`` with a ``hint`` for a variant the model cannot
+    take; ``model_layout``: what the model implements, in words; ``labels``:
+    upstream's names of the arch table's archs (used when ``label`` is None).
+
+    Adds ``arch`` (the first arch of ``arch_zoo`` with these values, or None),
+    ``archs`` (all of them), ``details`` (layout and values in words) and
+    ``facts`` (the checkpoint in words: label or family, then the details)."""
+    params = {k: v for k, v in params.items() if v is not None}
+    extra = {k: v for k, v in (extra or {}).items() if v is not None}
+    archs = [name for name, entry in arch_zoo.items()
+             if params and any(k in entry for k in params)
+             and all(same_value(k, entry[k], v) for k, v in params.items() if k in entry)]
+    label = label or (labels or {}).get(archs[0] if archs else None)
+    values = format_values({**params, **extra})
+    details = layout + ('; ' + values if values else '')
+    return dict(family=family, variant=variant, layout=layout, label=label, params=params,
+                extra=extra, convertible=convertible, model_layout=model_layout, hint=hint,
+                arch=archs[0] if archs else None, archs=archs, details=details,
+                facts=f'{label or family} ({details})')
+
+
+_MISSING = object()
+
+
+def _model_value(model: nn.Module, key: str):
+    arch = getattr(model, 'arch', None)
+    if isinstance(arch, dict) and key in arch:
+        return arch[key]
+    return getattr(model, key, _MISSING)
+
+
+def _model_facts(model: nn.Module, info: dict, layout: bool = False) -> str:
+    values = {}
+    for key in list(info['params']) + list(info['extra']):
+        v = _model_value(model, key)
+        if v is not _MISSING and not isinstance(v, nn.Module):
+            values[key] = v
+    text = format_values(values)
+    if layout and info.get('model_layout'):
+        text = info['model_layout'] + ('; ' + text if text else '')
+    return text
+
+
+def check_checkpoint_variant(model: nn.Module, state_dict: Dict[str, torch.Tensor],
+                             checkpoint: str = '<state dict>') -> Optional[dict]:
+    """Compare the variant and size ``state_dict`` (keys as saved, prefix
+    stripped, not converted) shows with ``model``.
+
+    Returns None when the model's family has no detector or the weights are
+    not of its family; else the detector's dict plus ``diff`` (the compared
+    values that differ) and ``conflict`` (a difference with a model built from
+    a named arch: a custom arch dict may intend to differ, so it is only
+    described when the shapes do not fit either).  Raises
+    :class:`CheckpointVariantError` naming both for a variant the model cannot
+    take at all (another key layout or block design)."""
+    detect = getattr(type(model), 'detect_checkpoint_variant', None)
+    info = detect(state_dict) if detect is not None else None
+    if not info:
+        return None
+    name = type(model).__name__
+    arch = getattr(model, 'arch_name', None)
+    if not info['convertible']:
+        hint = info['hint'] or "pick a checkpoint of the model's variant"
+        raise CheckpointVariantError(
+            f'checkpoint {checkpoint!r} is {info["facts"]}; the model is {name} '
+            f'{_arch_words(arch)} ({_model_facts(model, info, layout=True)}). These variants '
+            f'are not convertible: {hint}. Nothing was loaded.')
+    diff = [k for k, v in info['params'].items()
+            if _model_value(model, k) is not _MISSING
+            and not same_value(k, v, _model_value(model, k))]
+    if arch in info['archs']:
+        info = dict(info, arch=arch)
+    return dict(info, diff=diff, conflict=bool(diff) and bool(arch) and arch != 'custom')
+
+
+def _arch_words(arch: Optional[str]) -> str:
+    return f'arch {arch!r}' if arch and arch != 'custom' else 'with a custom arch dict'
+
+
+def variant_sentence(info: dict, model: nn.Module) -> str:
+    """The checkpoint's variant and size next to the model's, in words."""
+    arch = getattr(model, 'arch_name', None)
+    if info['arch']:
+        label = f'{info["label"]}, ' if info['label'] else ''
+        ckpt = f'It looks like {info["family"]} arch {info["arch"]!r} ({label}{info["details"]})'
+    else:
+        ckpt = (f'It looks like {info["facts"]}, which is no arch of {type(model).__name__}\'s '
+                f'table ({", ".join(getattr(type(model), "arch_zoo", {}))})')
+    mdl = (f'the model\'s arch is {arch!r}' if arch and arch != 'custom'
+           else 'the model has a custom arch dict')
+    mdl += f' ({_model_facts(model, info)})'
+    if info['diff']:
+        return f'{ckpt}, but {mdl}; they differ in {", ".join(info["diff"])}.'
+    return f'{ckpt}, the same size as the model: {mdl}.'
+
+
+def _variant_advice(info: dict, model: nn.Module) -> str:
+    zoo = getattr(type(model), 'arch_zoo', {})
+    arch_keys = set().union(*zoo.values()) if zoo else set()
+    kwargs = [f'{k}={info["params"][k]!r}' for k in info['diff'] if k not in arch_keys]
+    if info['arch']:
+        build = f'arch={info["arch"]!r}'
+    else:
+        build = 'a custom arch dict with ' + ', '.join(
+            f'{k}={v!r}' for k, v in info['params'].items() if k in arch_keys)
+        rest = sorted(set.intersection(*map(set, zoo.values())) - set(info['params'])) \
+            if zoo else []
+        if rest:
+            build += f' (and {", ".join(rest)})'
+    return f'Build the model with {build}' + (f' and {", ".join(kwargs)}' if kwargs else '')
