@@ -173,3 +173,20 @@ def test_clear_errors(image, tmp_path):
         _common.load_image('/no/such.png', 32)
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         _common.build('swin_test', None, '/no/ckpt.pth', 'cpu')
+
+
+def test_checkpoint_is_loaded_through_the_converter(tmp_path):
+    """--checkpoint goes through init_cfg=Pretrained: the built model holds the
+    file's weights (saved from another seed), not the tool's seeded init."""
+    from mmvisbackbones import build_backbone
+    torch.manual_seed(123)
+    src = build_backbone('swin_test', out_indices=(0, 1, 2, 3))
+    path = str(tmp_path / 'swin_test.pth')
+    torch.save({'state_dict': src.state_dict()}, path)
+    net, label = _common.build('swin_test', None, path, 'cpu')
+    assert label == 'swin_test [swin_test.pth]'
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+    rand, rand_label = _common.build('swin_test', None, None, 'cpu')
+    assert rand_label == 'swin_test [random init]'
+    assert any(not torch.equal(rand.state_dict()[k], v) for k, v in src.state_dict().items())
