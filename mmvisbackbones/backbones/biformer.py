@@ -43,7 +43,8 @@ from ..layers import (DropPath, LayerNorm2d, Mlp, Stage, drop_path_schedule, ini
 from ..ops.routed_attention import routed_attention, routed_attention_reference
 from ..ops.routed_attention.chunked import DEFAULT_CHUNK
 from ..registry import register_backbone
-from ..utils.checkpoint import blocks_by_stage, rename_first_match, stage_depths, variant_info
+from ..utils.checkpoint import (blocks_by_stage, first_block_widths, rename_first_match,
+                                stage_depths, variant_info)
 from .base import BaseBackbone
 
 ROUTED_IMPLS = ('chunked', 'gather')
@@ -420,12 +421,9 @@ def detect_biformer_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dic
     first = blocks.get(0, {}).get(0, {})
     if 'pos_embed.weight' not in first or 'norm1.weight' not in first:
         return None
-    widths = []
-    for i in sorted(blocks):
-        norm = blocks[i][min(blocks[i])].get('norm1.weight')
-        if norm is None:
-            return None
-        widths.append(norm.shape[0])
+    widths = first_block_widths(blocks, 'norm1.weight')
+    if widths is None:
+        return None
     fc1 = first.get('mlp.fc1.weight', first.get('mlp.0.weight'))
     depths = stage_depths(blocks)
     params = dict(dims=tuple(widths) if depths else None, depths=depths,

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from ..layers import (DropPath, Mlp, Stage, drop_path_schedule, init_linear_and_norm,
                       pad_to_multiple)
 from ..registry import register_backbone
-from ..utils.checkpoint import blocks_by_stage, stage_depths, stage_widths, variant_info
+from ..utils.checkpoint import (blocks_by_stage, first_block_widths, stage_depths, stage_widths,
+                                variant_info)
 from .base import BaseBackbone
 
 ROPE_BASE = 10000
@@ -392,12 +393,9 @@ def detect_mlla_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
     first = blocks.get(0, {}).get(0, {})
     if 'act_proj.weight' not in first or 'cpe1.weight' not in first:
         return None
-    widths = []
-    for i in sorted(blocks):
-        norm = blocks[i][min(blocks[i])].get('norm1.weight')
-        if norm is None:
-            return None
-        widths.append(norm.shape[0])
+    widths = first_block_widths(blocks, 'norm1.weight')
+    if widths is None:
+        return None
     fc1 = first.get('mlp.fc1.weight')
     depths = stage_depths(blocks)
     params = dict(embed_dims=stage_widths(widths) if depths else None, depths=depths,

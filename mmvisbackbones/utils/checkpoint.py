@@ -309,6 +309,19 @@ def stage_depths(blocks: Dict[int, Dict[int, dict]]) -> Optional[tuple]:
     return tuple(max(blocks[i]) + 1 for i in range(len(blocks)))
 
 
+def first_block_widths(blocks: Dict[int, Dict[int, Dict[str, torch.Tensor]]],
+                       key: str) -> Optional[List[int]]:
+    """Each stage's width: dim 0 of ``key`` in the stage's first block of
+    :func:`blocks_by_stage`'s result (None when a stage's first block lacks it)."""
+    widths = []
+    for i in sorted(blocks):
+        t = blocks[i][min(blocks[i])].get(key)
+        if t is None:
+            return None
+        widths.append(t.shape[0])
+    return widths
+
+
 def stage_widths(dims: Sequence[int]):
     """Per-stage widths in the arch tables' convention: the first width (an
     int) when each stage doubles the previous one, else the tuple."""
