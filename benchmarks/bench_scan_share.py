@@ -5,7 +5,12 @@ torch paths side by side in one process:
 * ``composed``: cross-scan -> chunked selective scan -> cross-merge (what a
   traced / exported graph records);
 * ``spatial``: the eager path, which scans the map's own rows and columns
-  (``mmvisbackbones/ops/ss2d/torch_ss2d.py``).
+  (``mmvisbackbones/ops/ss2d/torch_ss2d.py``);
+* ``compiled`` (with ``--compiled``): the same four-direction scan written as
+  ``torch._higher_order_ops.associative_scan`` of the linear recurrence
+  (``(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)``, fp32, decays <= 1) under
+  ``torch.compile(fullgraph=True)``: what "torch.compile when available" gives
+  without a compiler step of ours.  Its first call (the compile) is reported.
 
 The scan's time is the wall time inside ``ss2d_scan`` (softplus of the step
 sizes, decays, the recurrences, the merge), summed over the blocks of one
@@ -17,6 +22,7 @@ forward each).
     python benchmarks/bench_scan_share.py                    # VMamba-T, 512x512, 2 threads
     python benchmarks/bench_scan_share.py --threads 1 --size 800 1280
     python benchmarks/bench_scan_share.py --train --size 256 --batch 2
+    python benchmarks/bench_scan_share.py --compiled --only-compared
 """
 import argparse
 import contextlib
@@ -33,6 +39,43 @@ import mmvisbackbones.ops.ss2d as ss2d  # noqa: E402
 from mmvisbackbones import BACKBONES  # noqa: E402
 
 PATHS = {'composed': ss2d._ss2d_composed, 'spatial': ss2d._ss2d_torch}
+
+
+def _linear_combine(x, y):
+    """Composition of two steps of ``h -> a h + b`` (the earlier step first)."""
+    a1, b1 = x
+    a2, b2 = y
+    return a1 * a2, a2 * b1 + b2
+
+
+def ss2d_associative(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """The four-direction scan (directions as cross-scan: rows, columns, and
+    both backwards) with each recurrence as an associative scan."""
+    from torch._higher_order_ops.associative_scan import associative_scan
+    Bt, P, H, W = x.shape
+    N = A.shape[-1]
+    x = x.float()
+    dt = delta.float().view(Bt, 4, P, H, W)
+    if delta_bias is not None:
+        dt = dt + delta_bias.float().view(4, P, 1, 1)
+    if delta_softplus:
+        dt = torch.nn.functional.softplus(dt)
+    A = A.float().view(4, P, N, 1)
+    out = None
+    for k in range(4):
+        d, u, Bk, Ck = dt[:, k], x, B[:, k].float(), C[:, k].float()
+        if k % 2:  # column-major directions
+            d, u, Bk, Ck = (t.transpose(-1, -2) for t in (d, u, Bk, Ck))
+        d, u = d.reshape(Bt, P, 1, -1), u.reshape(Bt, P, 1, -1)
+        Bk, Ck = Bk.reshape(Bt, 1, N, -1), Ck.reshape(Bt, 1, N, -1)
+        _, h = associative_scan(_linear_combine, (torch.exp(d * A[k]), d * u * Bk), dim=3,
+                                reverse=k >= 2, combine_mode='generic')
+        y = (h * Ck).sum(2)
+        y = y.view(Bt, P, W, H).transpose(-1, -2) if k % 2 else y.view(Bt, P, H, W)
+        out = y if out is None else out + y
+    if D is not None:
+        out = out + x * D.float().view(4, P).sum(0).view(1, P, 1, 1)
+    return out
 
 
 class ScanClock:
@@ -71,7 +114,17 @@ def main():
     p.add_argument('--split', action='store_true', help='profile the ops of each path')
     p.add_argument('--train', action='store_true',
                    help='time a training step (train mode, forward + backward) instead')
+    p.add_argument('--compiled', action='store_true',
+                   help='also time the torch.compile\'d associative-scan path')
+    p.add_argument('--only-compared', action='store_true',
+                   help='with --compiled: leave the composed path out')
     args = p.parse_args()
+    if args.compiled and args.train:
+        p.error('--compiled times the eval forward only')
+    if args.compiled:
+        PATHS['compiled'] = torch.compile(ss2d_associative, fullgraph=True, dynamic=False)
+        if args.only_compared:
+            PATHS.pop('composed')
     torch.set_num_threads(args.threads)
     H, W = (args.size * 2)[:2]
     torch.manual_seed(0)
@@ -97,13 +150,19 @@ def main():
 
     times = {k: [] for k in PATHS}
     outs = {}
-    for path in PATHS:  # warm-up, and the two paths must agree (outputs / gradients)
+    first_call = {}
+    for path in PATHS:  # warm-up (the compile), and the paths must agree (outputs / gradients)
         clock.path = path
+        start = time.perf_counter()
         outs[path] = run()
-    for a, b in zip(*outs.values()):
-        err = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-30)
-        if err > 1e-3:
-            raise SystemExit(f'paths disagree: max rel difference {err:.2e}')
+        first_call[path] = time.perf_counter() - start
+    ref = next(iter(outs))
+    for path in outs:
+        for a, b in zip(outs[ref], outs[path]):
+            err = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-30)
+            if err > 1e-3:
+                raise SystemExit(f'paths {ref} and {path} disagree: max rel difference '
+                                 f'{err:.2e}')
     for r in range(args.rounds):
         for path in (PATHS if r % 2 == 0 else list(PATHS)[::-1]):
             clock.path, clock.seconds = path, 0.0
@@ -126,7 +185,12 @@ def main():
         shares = ', '.join(f'{s / t:.1%}' for t, s in ts)
         print(f'| {path} | {total * 1e3:.0f} | {scan * 1e3:.0f} | '
               f'{statistics.median(s / t for t, s in ts):.1%} (rounds: {shares}) |')
-    print(f'\nscan composed / spatial: {med["composed"] / med["spatial"]:.2f}')
+    for path in med:
+        if path != 'spatial':
+            print(f'\nscan {path} / spatial: {med[path] / med["spatial"]:.2f}')
+    if 'compiled' in first_call:
+        print(f'first call of the compiled path (compiles every stage\'s shapes): '
+              f'{first_call["compiled"]:.1f} s')
     if args.split:
         from torch.profiler import ProfilerActivity, profile
         for path in PATHS:
