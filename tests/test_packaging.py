@@ -104,11 +104,14 @@ def fresh_venv(wheel, tmp_path_factory):
     sh([sys.executable, '-m', 'venv', str(venv)], cwd=str(root))
     py = str(venv / 'bin' / 'python')
     sh([py, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', wheel], cwd=str(root))
-    site, = [p for p in sys.path if p.endswith('site-packages') and p.startswith(sys.prefix)]
+    # this venv's site-packages and, for a venv made with --system-site-packages
+    # (a GPU machine's own torch), the base interpreter's
+    sites = [p for p in sys.path if osp.basename(p) in ('site-packages', 'dist-packages')]
+    assert sites, sys.path
     new_site = sh([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                   cwd=str(root)).strip()
     with open(osp.join(new_site, 'zz_reuse_stack.pth'), 'w') as f:
-        f.write(site + '\n')
+        f.write(''.join(p + '\n' for p in sites))
     work = root / 'work'  # not the clone: nothing may come from the source tree
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
