@@ -170,3 +170,47 @@ def test_counting_macs_splits_by_submodule_even_through_forward_calls():
         net(torch.zeros(6, 5))
     assert c.by_module == {'body': 6 * 5 * 4, 'head.fc': 6 * 4 * 3, '': 6 * 3 * 2}
     assert c.grouped(1) == {'body': 120, 'head': 72, '': 36} and c.total == 228
+
+
+BEV = osp.join(ROOT, 'configs', 'demo', 'bevformer_vmamba-demo_nus-demo.py')
+
+
+def test_bev_config_counts_six_cameras_of_the_nuscenes_rig(capsys):
+    s = get_flops.main([BEV])
+    # nuScenes' 1600x900 x img_scale 0.5 = 800x450, padded to the preprocessor's 32
+    assert s['input_shape'] == [1, 6, 3, 480, 800], s['shape_source']
+    assert 'padded to a multiple of 32' in s['shape_source']
+    rows = {r['module']: r for r in s['rows']}
+    assert {'img_backbone', 'img_neck', 'pts_bbox_head'} <= set(rows)
+    assert sum(r['macs'] for r in rows.values()) == s['flops']
+    cfg, scope = _whole_model.load_config(BEV, supported=('mmdet3d', ))
+    model = _whole_model.build_model(cfg, scope, 'cpu')
+    assert s['params'] == nparams(model)
+    # the backbone runs once per camera
+    per_camera = count_flops(model.img_backbone, (1, 3, 480, 800))['total']
+    assert rows['img_backbone']['macs'] == 6 * per_camera > 0
+    assert rows['img_backbone']['group'] == 'backbone' and rows['img_neck']['group'] == 'neck'
+    assert 'input 1x6x3x480x800' in capsys.readouterr().out
+
+
+def test_static_lidar2img_is_the_real_rig():
+    import numpy as np
+    from mmvisbackbones.datasets.nuscenes_demo import (_LIDAR_CALIB, _quat_to_mat,
+                                                        _yaw_quat, static_lidar2img)
+    m = static_lidar2img((1600, 900))
+    assert m.shape == (6, 4, 4)
+    # 12 m ahead of the car at 1 m height, in the lidar frame (mounted yawed -90 deg)
+    r = _quat_to_mat(_yaw_quat(math.radians(_LIDAR_CALIB['yaw_deg'])))
+    p = r.T @ (np.array([12.0, 0.0, 1.0]) - np.asarray(_LIDAR_CALIB['translation']))
+    uvw = m @ np.append(p, 1.0)
+    assert uvw[0, 2] > 0 and (uvw[3:, 2] < 0).all()  # in front of CAM_FRONT, behind the back
+    u, v = uvw[0, :2] / uvw[0, 2]
+    assert abs(u - 800) < 60 and abs(v - 450) < 120  # near the front image's centre
+    half = static_lidar2img((800, 450))
+    assert np.allclose((half @ np.append(p, 1.0))[0, :2] / uvw[0, 2], (u / 2, v / 2))
+
+
+def test_benchmark_names_what_it_handles_for_a_bev_config(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main([BEV])
+    assert 'this tool handles mmdet detectors and mmseg segmentors' in capsys.readouterr().err

@@ -339,6 +339,27 @@ def _intrinsics(cam, img_size):
                      [0.0, 0.0, 1.0]])
 
 
+def static_lidar2img(img_size=REAL_IMG_SIZE) -> np.ndarray:
+    """(6, 4, 4) LIDAR_TOP -> image matrices of the six cameras (``CAMERAS``
+    order) from the real scene-0061 calibration the demo data uses, for images
+    of ``img_size`` = (W, H) and a vehicle at rest (lidar and cameras at one
+    ego pose): what BEVFormer's ``lidar2img`` holds.  For tools that need a
+    realistic camera rig without a dataset (tools/analysis/get_flops.py)."""
+    r_lidar = _quat_to_mat(_yaw_quat(math.radians(_LIDAR_CALIB['yaw_deg'])))  # lidar -> ego
+    t_lidar = np.asarray(_LIDAR_CALIB['translation'])
+    mats = []
+    for cam in CAMERAS:
+        r_cam = _quat_to_mat(_CAMERA_CALIB[cam]['rotation'])                  # cam -> ego
+        t_cam = np.asarray(_CAMERA_CALIB[cam]['translation'])
+        lidar2cam = np.eye(4)
+        lidar2cam[:3, :3] = r_cam.T @ r_lidar
+        lidar2cam[:3, 3] = r_cam.T @ (t_lidar - t_cam)
+        K = np.eye(4)
+        K[:3, :3] = _intrinsics(cam, img_size)
+        mats.append(K @ lidar2cam)
+    return np.stack(mats)
+
+
 def _box_corners(center, wlh, yaw):
     """(8, 3) corners of a nuScenes box; corner order: x (length) sign
     ++++----, y (width) sign ++--++--, z sign +-+-+-+-."""

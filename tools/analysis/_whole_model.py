@@ -12,16 +12,18 @@ import torch
 DET_SHAPE = (800, 1280)
 SEG_SHAPE = (512, 512)
 SUPPORTED = ('mmdet', 'mmseg')
+#: nuScenes' camera images, W x H; a BEV config's ``img_scale`` scales them
+NUSCENES_IMG = (1600, 900)
 
 
 class ConfigError(ValueError):
     """A config these tools cannot use (reported as a usage error)."""
 
 
-def load_config(path: str, cfg_options: Optional[dict] = None):
+def load_config(path: str, cfg_options: Optional[dict] = None, supported=SUPPORTED):
     """(Config, scope) with the scope's modules registered and made the
     default scope.  ``FileNotFoundError`` / ``ValueError`` with a clear message
-    for a missing file or a scope these tools do not handle."""
+    for a missing file or a scope ``supported`` does not name."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
     from mmengine.config import Config
@@ -34,10 +36,11 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
     if 'model' not in cfg:
         raise ConfigError(f'config {path} has no model')
     scope = cfg.get('default_scope')
-    if scope not in SUPPORTED:
-        raise ConfigError(f'config {path}: default_scope={scope!r}; these tools handle mmdet '
-                         'detectors and mmseg segmentors (mmdet3d BEV models need multi-camera '
-                         'inputs they do not build)')
+    if scope not in supported:
+        what = {'mmdet': 'mmdet detectors', 'mmseg': 'mmseg segmentors',
+                'mmdet3d': 'mmdet3d BEV detectors'}
+        raise ConfigError(f'config {path}: default_scope={scope!r}; this tool handles '
+                          + ' and '.join(what[s] for s in supported))
     init_scope(cfg)
     init_default_scope(scope)
     return cfg, scope
@@ -69,6 +72,8 @@ def build_model(cfg, scope: str, device: str = 'cpu') -> torch.nn.Module:
     _strip_pretrained(model_cfg)
     if scope == 'mmdet':
         from mmdet.registry import MODELS
+    elif scope == 'mmdet3d':
+        from mmdet3d.registry import MODELS
     else:
         from mmseg.registry import MODELS
     with torch.device(device):
@@ -80,6 +85,13 @@ def default_shape(cfg, scope: str) -> Tuple[Tuple[int, int], str]:
     """(H, W) used when --shape is not given, and where it comes from."""
     if scope == 'mmdet':
         return DET_SHAPE, "mmdet's get_flops default 1280x800 (W x H)"
+    if scope == 'mmdet3d':
+        s = float(cfg.get('img_scale', 1.0))
+        div = int(cfg.model.get('data_preprocessor', {}).get('pad_size_divisor', 1))
+        h, w = (round(NUSCENES_IMG[1] * s), round(NUSCENES_IMG[0] * s))
+        hp, wp = -(-h // div) * div, -(-w // div) * div
+        return (hp, wp), (f'nuScenes cameras 1600x900 x img_scale {s:g} = {w}x{h}, padded '
+                          f'to a multiple of {div}; 6 cameras')
     size = cfg.model.get('data_preprocessor', {}).get('size') or cfg.get('crop_size')
     if size:
         return (int(size[0]), int(size[1])), "the config's crop size"
@@ -98,7 +110,14 @@ def data_samples(scope: str, n: int, hw: Tuple[int, int], with_gt: bool = False,
                 flip_direction=None)
     samples = []
     for i in range(n):
-        if scope == 'mmdet':
+        if scope == 'mmdet3d':
+            from mmdet3d.structures import Det3DDataSample
+
+            from mmvisbackbones.datasets.nuscenes_demo import static_lidar2img
+            s = Det3DDataSample(metainfo=dict(
+                meta, lidar2img=static_lidar2img((W, H)), can_bus=[0.0] * 18,
+                prev_bev_exists=False, scene_token=f'random_{i}', sample_idx=i))
+        elif scope == 'mmdet':
             from mmdet.structures import DetDataSample
             from mmengine.structures import InstanceData
             s = DetDataSample(metainfo=dict(meta, img_id=i, img_path=f'random_{i}.jpg'))
@@ -145,9 +164,15 @@ def num_classes(cfg, scope: str) -> int:
 
 
 def group_of(name: str) -> str:
-    """backbone / neck / heads, from a top-level submodule's name."""
-    if name == 'backbone':
+    """backbone / neck / heads, from a top-level submodule's name (mmdet3d's
+    camera models call them img_backbone / img_neck)."""
+    if name in ('backbone', 'img_backbone'):
         return 'backbone'
-    if name == 'neck':
+    if name in ('neck', 'img_neck'):
         return 'neck'
     return 'heads'
+
+
+def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's image backbone (``backbone``, or mmdet3d's ``img_backbone``)."""
+    return model.backbone if hasattr(model, 'backbone') else model.img_backbone

@@ -6,6 +6,7 @@ the scans and recurrences counted by ``mmvisbackbones.utils.count_flops``.
     python tools/analysis/get_flops.py configs/vmamba/upernet_vmamba-t_4xb4-160k_ade20k-512x512.py \
         --shape 512 2048
     python tools/analysis/get_flops.py CONFIG --backbone-only --shape 224 224
+    python tools/analysis/get_flops.py configs/bevformer/bevformer-tiny_vmamba-t_8xb1-24e_nus.py
 
 FLOPs are multiply-accumulates (MACs), the convention of mmdet, mmseg, fvcore
 and the papers ("271G" for Mask R-CNN VMamba-T is 271e9 MACs).  Counted: the
@@ -23,7 +24,12 @@ runs on the ``meta`` device (no memory, no compute); a model with ops that have
 no meta kernel (RoIAlign, NMS) is counted on the CPU instead, with a note.
 
 Default input: mmdet configs 1280x800 (W x H, mmdet's default; give --shape H W
-to change it), mmseg configs their crop size (512x512 for the ADE20K recipes).
+to change it), mmseg configs their crop size (512x512 for the ADE20K recipes),
+mmdet3d BEV configs (BEVFormer) six cameras of nuScenes' 1600x900 scaled by the
+config's ``img_scale`` and padded as its data preprocessor pads, with the real
+nuScenes camera rig (``static_lidar2img``), so the spatial cross-attention sees
+the queries each camera really sees.  A BEV model's deformable attention is
+counted by its projections; its bilinear sampling (grid_sample) is not.
 """
 import argparse
 import json
@@ -52,7 +58,8 @@ def count_model(model: torch.nn.Module, scope: str, hw, seed: int = 0) -> Dict:
     from mmvisbackbones.utils import counting_macs
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, 3) + tuple(hw), generator=g).to(device)
+    cams = (6, ) if scope == 'mmdet3d' else ()  # a BEV model sees six cameras
+    x = torch.randn((1, ) + cams + (3, ) + tuple(hw), generator=g).to(device)
     samples = _whole_model.data_samples(scope, 1, hw)
     rois = {}
     hooks = []
@@ -64,9 +71,14 @@ def count_model(model: torch.nn.Module, scope: str, hw, seed: int = 0) -> Dict:
                 rois.setdefault(name, int(args[0].shape[0]))  # the first call: the RoIs
             hooks.append(head.register_forward_pre_hook(hook))
     model.eval()
+    # no parameter needs a gradient here; views of trainable parameters made
+    # under no_grad (a query embedding split into position and content) would
+    # otherwise trip the FLOP counter's module tracker, which hooks tensors
+    # that require grad
+    model.requires_grad_(False)
     try:
         with torch.no_grad(), counting_macs(model) as macs:
-            model(x, samples, mode='tensor')
+            model(dict(img=x) if cams else x, samples, mode='tensor')
     finally:
         for h in hooks:
             h.remove()
@@ -85,18 +97,22 @@ def run(config: str, shape=None, backbone_only: bool = False, cfg_options: Optio
         device: str = 'meta', log=print) -> Dict:
     """Everything main() prints, as a dict (for tests and --out)."""
     from mmvisbackbones.utils import count_flops
-    cfg, scope = _whole_model.load_config(config, cfg_options)
+    cfg, scope = _whole_model.load_config(config, cfg_options,
+                                          supported=_whole_model.SUPPORTED + ('mmdet3d', ))
     if shape is None:
         hw, source = _whole_model.default_shape(cfg, scope)
     else:
         hw, source = tuple(shape), '--shape'
-    log(f'input 1x3x{hw[0]}x{hw[1]} (N x C x H x W; {source})')
+    cams = '6x' if scope == 'mmdet3d' else ''
+    log(f'input 1x{cams}3x{hw[0]}x{hw[1]} (N x {"cameras x " if cams else ""}C x H x W; '
+        f'{source})')
     note = None
 
     def count(device):
         model = _whole_model.build_model(cfg, scope, device)
-        if backbone_only:
-            return model, dict(total=count_flops(model.backbone, (1, 3) + tuple(hw))['total'])
+        if backbone_only:  # a BEV model runs it on each of its 6 cameras
+            per_image = count_flops(_whole_model.backbone_of(model), (1, 3) + tuple(hw))
+            return model, dict(total=per_image['total'] * (6 if cams else 1))
         return model, count_model(model, scope, hw)
 
     try:
@@ -116,7 +132,7 @@ def run(config: str, shape=None, backbone_only: bool = False, cfg_options: Optio
     rows = []
     if backbone_only:
         rows.append(dict(module='backbone', group='backbone', macs=result['total'],
-                         params=_nparams(model.backbone)))
+                         params=_nparams(_whole_model.backbone_of(model))))
         total_params = rows[0]['params']
     else:
         by_module = dict(result['by_module'])
@@ -144,7 +160,8 @@ def run(config: str, shape=None, backbone_only: bool = False, cfg_options: Optio
         g['macs'] += r['macs'] if r.get('in_total', True) else 0
         g['params'] += r['params']
     summary = dict(config=config, scope=scope, model=cfg.model.type,
-                   backbone=cfg.model.backbone.type, input_shape=[1, 3, hw[0], hw[1]],
+                   backbone=cfg.model.backbone.type,
+                   input_shape=[1] + ([6] if cams else []) + [3, hw[0], hw[1]],
                    shape_source=source, device=device, note=note, backbone_only=backbone_only,
                    flops=result['total'], params=total_params, rows=rows, groups=groups,
                    rois=result.get('rois', {}), by_op=result.get('by_op', {}),
