@@ -466,7 +466,7 @@ def detect_pvtv2_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
             break
     else:
         return None
-    dims, ratios, srs = [], [], []
+    dims, ratios, srs, has_sr = [], [], [], []
     for i in sorted(blocks):
         blk = blocks[i][min(blocks[i])]
         norm = blk.get('norm1.weight')
@@ -477,9 +477,10 @@ def detect_pvtv2_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
         ratios.append(round(fc1.shape[0] / norm.shape[0], 4))
         sr = blk.get('attn.sr.weight')
         srs.append(sr.shape[-1] if sr is not None and sr.dim() == 4 else 1)
+        has_sr.append(sr is not None)
     depths = stage_depths(blocks)
-    linear = any(k == 1 for k, i in zip(srs, sorted(blocks))
-                 if blocks[i][min(blocks[i])].get('attn.sr.weight') is not None)
+    # a 1x1 sr conv (kernel 1 where a stage has one) is the linear variant's
+    linear = any(k == 1 for k, present in zip(srs, has_sr) if present)
     v1 = any(_POS_EMBED.search(k) for k in state_dict)
     params = dict(embed_dims=tuple(dims) if depths else None, depths=depths,
                   mlp_ratios=tuple(ratios) if depths else None, linear=linear,

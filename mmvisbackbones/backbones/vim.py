@@ -29,7 +29,7 @@ from mmengine.model.weight_init import trunc_normal_
 from ..layers import DropPath, RMSNorm, init_linear_and_norm, resize_pos_embed
 from ..ops import bidirectional_scan
 from ..registry import register_backbone
-from ..utils.checkpoint import blocks_by_stage, variant_info
+from ..utils.checkpoint import plain_layers, variant_info
 from .plain import PlainBackbone, convert_layer_key
 
 
@@ -285,8 +285,6 @@ def convert_vim_checkpoint(state_dict: Dict[str, torch.Tensor],
 
 
 # ------------------------------------------------------------- variants
-_UP_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
-_OUR_LAYER = re.compile(r'^stages\.(\d+)\.(\d+)\.(.+)$')
 _LABELS = {'tiny': 'Vim-Ti', 'small': 'Vim-S', 'base': 'Vim-B'}
 _HINT = ("this Vim implements hustvl/Vim's released models only: bimamba v2 (a reversed "
          'direction with its own conv1d_b / x_proj_b / dt_proj_b / A_b_log / D_b), RMSNorm, '
@@ -309,16 +307,8 @@ def detect_vim_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
     the class token and the position grid are reported, not compared (the
     converter drops the token for a model without one and resizes the grid).
     """
-    layers: Dict[int, Dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        m = _UP_LAYER.match(key)
-        if m:
-            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
-    ours = not layers
-    if ours:
-        stages = blocks_by_stage(state_dict, _OUR_LAYER)
-        flat = [stages[s][j] for s in sorted(stages) for j in sorted(stages[s])]
-        layers = dict(enumerate(flat))
+    layers, upstream = plain_layers(state_dict)
+    ours = not upstream
     first = layers.get(0)
     if not first or 'mixer.A_log' not in first or 'norm.weight' not in first:
         return None

@@ -22,7 +22,6 @@ segmentation backbone ``VRWKV_Adapter``: VisionRWKV in a ViT-Adapter) and
 :func:`convert_vision_rwkv_checkpoint`.
 """
 import math
-import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from ..layers import DropPath
 from ..ops.wkv import bi_wkv
 from ..registry import register_backbone
-from ..utils.checkpoint import blocks_by_stage, variant_info
+from ..utils.checkpoint import plain_layers, variant_info
 from .plain import PlainBackbone, convert_layer_key, convert_square_pos_embed
 from .vit_adapter import ViTAdapter, split_adapter_arch
 
@@ -344,23 +343,13 @@ def convert_vision_rwkv_checkpoint(state_dict: Dict[str, torch.Tensor],
 
 
 # ------------------------------------------------------------- variants
-_UP_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
-_OUR_LAYER = re.compile(r'^stages\.(\d+)\.(\d+)\.(.+)$')
 
 
 def detect_vision_rwkv_variant(state_dict: Dict[str, torch.Tensor]) -> Optional[dict]:
     """Vision-RWKV's size from a checkpoint's keys and shapes (upstream's
     ``layers.{i}`` or our ``stages.{s}.{j}``): width, depth and whether the
     blocks have ``key_norm``; None for weights that are not Vision-RWKV's."""
-    layers: Dict[int, Dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        m = _UP_LAYER.match(key)
-        if m:
-            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
-    upstream = bool(layers)
-    if not upstream:
-        stages = blocks_by_stage(state_dict, _OUR_LAYER)
-        layers = dict(enumerate(stages[s][j] for s in sorted(stages) for j in sorted(stages[s])))
+    layers, upstream = plain_layers(state_dict)
     first = layers.get(0, {})
     if 'att.spatial_decay' not in first or 'ln1.weight' not in first:
         return None

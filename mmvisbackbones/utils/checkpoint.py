@@ -301,6 +301,27 @@ def blocks_by_stage(state_dict: Dict[str, torch.Tensor], pattern,
     return out
 
 
+#: a plain (single-resolution) model's blocks: upstream's ``layers.{i}``, ours
+#: ``stages.{s}.{j}`` (the blocks grouped by output)
+_UP_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
+_OUR_LAYER = re.compile(r'^stages\.(\d+)\.(\d+)\.(.+)$')
+
+
+def plain_layers(state_dict: Dict[str, torch.Tensor]):
+    """``({layer: {rest of the key: tensor}}, upstream)`` of a plain model's
+    checkpoint (Vim, Vision-RWKV): upstream's ``layers.{i}`` blocks, else ours,
+    numbered in order across the stages."""
+    layers: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        m = _UP_LAYER.match(key)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    if layers:
+        return layers, True
+    stages = blocks_by_stage(state_dict, _OUR_LAYER)
+    return dict(enumerate(stages[s][j] for s in sorted(stages) for j in sorted(stages[s]))), False
+
+
 def stage_depths(blocks: Dict[int, Dict[int, dict]]) -> Optional[tuple]:
     """Blocks per stage of :func:`blocks_by_stage`'s result (None unless the
     stages are 0..n-1)."""
