@@ -6,11 +6,15 @@ torch paths side by side in one process:
   traced / exported graph records);
 * ``spatial``: the eager path, which scans the map's own rows and columns
   (``mmvisbackbones/ops/ss2d/torch_ss2d.py``);
-* ``compiled`` (with ``--compiled``): the same four-direction scan written as
-  ``torch._higher_order_ops.associative_scan`` of the linear recurrence
+* ``compiled`` (with ``--compiled``): the eager path's chunked scan as one
+  ``torch.compile``'d graph (``mmvisbackbones/ops/ss2d/compiled_ss2d.py``,
+  what ``MMVB_SS2D_COMPILE=1`` selects), channel axis innermost;
+* ``associative`` (with ``--associative``): the four-direction scan written
+  as ``torch._higher_order_ops.associative_scan`` of the linear recurrence
   (``(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)``, fp32, decays <= 1) under
-  ``torch.compile(fullgraph=True)``: what "torch.compile when available" gives
-  without a compiler step of ours.  Its first call (the compile) is reported.
+  ``torch.compile(fullgraph=True)``, an earlier attempt kept for comparison.
+
+The first call of a compiled path (the compile) is reported.
 
 The scan's time is the wall time inside ``ss2d_scan`` (softplus of the step
 sizes, decays, the recurrences, the merge), summed over the blocks of one
@@ -23,9 +27,11 @@ forward each).
     python benchmarks/bench_scan_share.py --threads 1 --size 800 1280
     python benchmarks/bench_scan_share.py --train --size 256 --batch 2
     python benchmarks/bench_scan_share.py --compiled --only-compared
+    python benchmarks/bench_scan_share.py --associative --only-compared
 """
 import argparse
 import contextlib
+import os
 import os.path as osp
 import statistics
 import sys
@@ -37,8 +43,22 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmvisbackbones.backbones.vmamba as vmamba  # noqa: E402
 import mmvisbackbones.ops.ss2d as ss2d  # noqa: E402
 from mmvisbackbones import BACKBONES  # noqa: E402
+from mmvisbackbones.ops.ss2d import compiled_ss2d  # noqa: E402
 
 PATHS = {'composed': ss2d._ss2d_composed, 'spatial': ss2d._ss2d_torch}
+
+
+def ss2d_compiled(*args):
+    """The spatial path with ``MMVB_SS2D_COMPILE=1`` (its compiled forward)."""
+    saved = os.environ.get(compiled_ss2d.ENV_VAR)
+    os.environ[compiled_ss2d.ENV_VAR] = '1'
+    try:
+        return ss2d._ss2d_torch(*args)
+    finally:
+        if saved is None:
+            del os.environ[compiled_ss2d.ENV_VAR]
+        else:
+            os.environ[compiled_ss2d.ENV_VAR] = saved
 
 
 def _linear_combine(x, y):
@@ -115,16 +135,20 @@ def main():
     p.add_argument('--train', action='store_true',
                    help='time a training step (train mode, forward + backward) instead')
     p.add_argument('--compiled', action='store_true',
-                   help='also time the torch.compile\'d associative-scan path')
+                   help='also time the compiled forward (MMVB_SS2D_COMPILE=1)')
+    p.add_argument('--associative', action='store_true',
+                   help='also time the torch.compile\'d associative-scan experiment')
     p.add_argument('--only-compared', action='store_true',
-                   help='with --compiled: leave the composed path out')
+                   help='with --compiled / --associative: leave the composed path out')
     args = p.parse_args()
-    if args.compiled and args.train:
-        p.error('--compiled times the eval forward only')
+    if args.associative and args.train:
+        p.error('--associative times the eval forward only')
     if args.compiled:
-        PATHS['compiled'] = torch.compile(ss2d_associative, fullgraph=True, dynamic=False)
-        if args.only_compared:
-            PATHS.pop('composed')
+        PATHS['compiled'] = ss2d_compiled
+    if args.associative:
+        PATHS['associative'] = torch.compile(ss2d_associative, fullgraph=True, dynamic=False)
+    if args.only_compared and (args.compiled or args.associative):
+        PATHS.pop('composed')
     torch.set_num_threads(args.threads)
     H, W = (args.size * 2)[:2]
     torch.manual_seed(0)
@@ -188,9 +212,10 @@ def main():
     for path in med:
         if path != 'spatial':
             print(f'\nscan {path} / spatial: {med[path] / med["spatial"]:.2f}')
-    if 'compiled' in first_call:
-        print(f'first call of the compiled path (compiles every stage\'s shapes): '
-              f'{first_call["compiled"]:.1f} s')
+    for path in ('compiled', 'associative'):
+        if path in first_call:
+            print(f'first call of the {path} path (compiles every stage\'s shapes): '
+                  f'{first_call[path]:.1f} s')
     if args.split:
         from torch.profiler import ProfilerActivity, profile
         for path in PATHS:

@@ -102,8 +102,12 @@ class SS2D(nn.Module):
         D, K, N, R = self.d_inner, K_DIRECTIONS, self.d_state, self.dt_rank
         x_dbl = F.conv2d(x, self.x_proj_weight.reshape(K * (R + 2 * N), D, 1, 1))
         dts, Bs, Cs = x_dbl.view(B, K, R + 2 * N, H, W).split([R, N, N], dim=2)
-        dts = F.conv2d(dts.reshape(B, K * R, H, W),
-                       self.dt_proj_weight.reshape(K * D, R, 1, 1), groups=K)
+        # x_dbl's memory format (channels-last from the depthwise conv on the
+        # CPU) kept for the step sizes, so the scan reads all inputs alike
+        dts = dts.permute(0, 3, 4, 1, 2).reshape(B, H, W, K * R).permute(0, 3, 1, 2) \
+            if x_dbl.is_contiguous(memory_format=torch.channels_last) and not x_dbl.is_contiguous() \
+            else dts.reshape(B, K * R, H, W)
+        dts = F.conv2d(dts, self.dt_proj_weight.reshape(K * D, R, 1, 1), groups=K)
         return ss2d_scan(x, dts, -torch.exp(self.A_log.float()), Bs, Cs, D=self.D.float(),
                          delta_bias=self.dt_proj_bias.reshape(-1).float(), delta_softplus=True)
 

@@ -37,6 +37,8 @@ from .._common import compute_dtype
 from ..cross_scan import cross_scan
 from ..selective_scan.chunked import _backward as _scan_backward
 from ..selective_scan.chunked import _carry_scan, default_chunk_size
+from . import compiled_ss2d
+from .compiled_ss2d import ss2d_forward_compiled
 
 K = 4
 
@@ -214,8 +216,9 @@ class SS2DTorchFn(torch.autograd.Function):
     def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus):
         ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = delta_softplus
-        return ss2d_forward(x, delta, A, B, C, D, delta_bias,
-                            delta_softplus).to(torch.float32)
+        # MMVB_SS2D_COMPILE=1: the same forward as one torch.compile'd graph
+        forward = ss2d_forward_compiled if compiled_ss2d.enabled() else ss2d_forward
+        return forward(x, delta, A, B, C, D, delta_bias, delta_softplus).to(torch.float32)
 
     @staticmethod
     def backward(ctx, dout):
