@@ -16,9 +16,10 @@ Returns the merged (Bt, P, H, W) map in fp32.  Backends (argument, else the
   scan order with direction-aware indexing -- the (Bt, 4, P, L) copies of
   ``x`` and of the outputs are never written to memory.
 * ``'torch'`` (CPU default): in eager mode the chunked scan run straight on
-  the map's rows and columns, no direction copies (``torch_ss2d.py``); when
-  traced (ONNX) cross-scan -> chunked scan -> cross-merge, whose graph does
-  not depend on ``H`` and ``W``.
+  the map's rows and columns, no direction copies (``torch_ss2d.py``), or
+  with ``MMVB_SS2D_COMPILE=1`` the same scan as one ``torch.compile``'d
+  graph (``compiled_ss2d.py``); when traced (ONNX) cross-scan -> chunked
+  scan -> cross-merge, whose graph does not depend on ``H`` and ``W``.
 * ``'naive'``: the same composition from the reference ops.
 """
 import torch

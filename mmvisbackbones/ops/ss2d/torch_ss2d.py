@@ -25,7 +25,8 @@ Everything is computed in fp32 (fp64 for fp64 inputs), only decays
 ``a = exp(dt A) <= 1`` and their products are multiplied, and nothing is
 divided.
 
-This is the eager forward.  Its backward (:class:`SS2DTorchFn`) maps the
+This is the eager forward (``MMVB_SS2D_COMPILE=1``: :mod:`.compiled_ss2d`'s
+compiled one instead).  Its backward (:class:`SS2DTorchFn`) maps the
 incoming gradient to scan order and runs the chunked scan's written-out
 backward, which recomputes from the inputs; traced graphs (ONNX) take the
 composed path, whose loops have a fixed length (the step loops and chunk
