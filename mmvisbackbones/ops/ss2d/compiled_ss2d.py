@@ -27,8 +27,9 @@ that is read out.  As in the eager path, everything is computed in fp32
 are multiplied, and nothing is divided.
 
 ``torch.compile`` specialises on shapes: the first call for each map size
-compiles (about a minute per VMamba stage on 2 CPU cores; inductor caches the
-result on disk, so later processes load it).  This path is the forward only:
+compiles (139-155 s for VMamba-T's four stages at 512x512 on 2 CPU cores;
+inductor caches the result on disk, and a later process loaded them in
+12-14 s).  This path is the forward only:
 :class:`.torch_ss2d.SS2DTorchFn` keeps its backward.  It is chosen with
 ``MMVB_SS2D_COMPILE=1``; an environment where ``torch.compile`` cannot build
 (no C++ compiler) raises, naming the variable, instead of falling back.
@@ -69,8 +70,7 @@ def chunk_plan(L: int) -> Tuple[int, int, int]:
     chunks of at most ``TARGET_CHUNK`` steps (``pad < n``)."""
     if L <= TARGET_CHUNK:
         return L, 1, 0
-    d = max(k for k in range(MIN_CHUNK, TARGET_CHUNK + 1) if L % k == 0) \
-        if any(L % k == 0 for k in range(MIN_CHUNK, TARGET_CHUNK + 1)) else 0
+    d = max((k for k in range(MIN_CHUNK, TARGET_CHUNK + 1) if L % k == 0), default=0)
     if d:
         return d, L // d, 0
     n = -(-L // TARGET_CHUNK)
