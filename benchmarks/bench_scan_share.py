@@ -36,6 +36,7 @@ import os.path as osp
 import statistics
 import sys
 import time
+from unittest import mock
 
 import torch
 
@@ -50,15 +51,8 @@ PATHS = {'composed': ss2d._ss2d_composed, 'spatial': ss2d._ss2d_torch}
 
 def ss2d_compiled(*args):
     """The spatial path with ``MMVB_SS2D_COMPILE=1`` (its compiled forward)."""
-    saved = os.environ.get(compiled_ss2d.ENV_VAR)
-    os.environ[compiled_ss2d.ENV_VAR] = '1'
-    try:
+    with mock.patch.dict(os.environ, {compiled_ss2d.ENV_VAR: '1'}):
         return ss2d._ss2d_torch(*args)
-    finally:
-        if saved is None:
-            del os.environ[compiled_ss2d.ENV_VAR]
-        else:
-            os.environ[compiled_ss2d.ENV_VAR] = saved
 
 
 def _linear_combine(x, y):

@@ -19,7 +19,7 @@ ENV = compiled_ss2d.ENV_VAR
 @pytest.mark.parametrize('L', list(range(1, 200)) + [256, 334, 509, 1000])
 def test_chunk_plan(L):
     T, n, pad = compiled_ss2d.chunk_plan(L)
-    assert n * T == L + pad and 0 <= pad < n and T <= max(compiled_ss2d.TARGET_CHUNK, 1)
+    assert n * T == L + pad and 0 <= pad < n and T <= compiled_ss2d.TARGET_CHUNK
     if L <= compiled_ss2d.TARGET_CHUNK:
         assert (T, n, pad) == (L, 1, 0)
     elif any(L % k == 0 for k in range(compiled_ss2d.MIN_CHUNK, compiled_ss2d.TARGET_CHUNK + 1)):

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .._common import compute_dtype
+from ..selective_scan.chunked import _carry_scan
 
 #: environment variable that selects this path for the eager CPU forward
 ENV_VAR = 'MMVB_SS2D_COMPILE'
@@ -70,32 +71,22 @@ def chunk_plan(L: int) -> Tuple[int, int, int]:
     chunks of at most ``TARGET_CHUNK`` steps (``pad < n``)."""
     if L <= TARGET_CHUNK:
         return L, 1, 0
-    d = max((k for k in range(MIN_CHUNK, TARGET_CHUNK + 1) if L % k == 0), default=0)
-    if d:
-        return d, L // d, 0
+    # a plain loop: dynamo traces this inside the graph, and it cannot trace
+    # ``max()`` over a generator with ``default=``
+    for d in range(TARGET_CHUNK, MIN_CHUNK - 1, -1):
+        if L % d == 0:
+            return d, L // d, 0
     n = -(-L // TARGET_CHUNK)
     T = -(-L // n)
     return T, n, n * T - L
 
 
 # ---------------------------------------------------------------- the graph
-def _shift(t, k, fill, reverse):
-    """``t`` moved ``k`` places along dim 1 (towards the end; towards the
-    start if ``reverse``), ``fill`` coming in."""
-    if reverse:
-        return F.pad(t[:, k:], (0, 0) * (t.dim() - 2) + (0, k), value=fill)
-    return F.pad(t[:, :-k], (0, 0) * (t.dim() - 2) + (k, 0), value=fill)
-
-
 def _carry(decay, end, reverse):
     """Exclusive carry ``S_{c-1}`` of ``S_c = decay_c S_{c-1} + end_c`` along
-    dim 1 (from the right if ``reverse``), zero at the boundary."""
-    k = 1
-    while k < end.shape[1]:
-        end = end + decay * _shift(end, k, 0.0, reverse)
-        decay = decay * _shift(decay, k, 1.0, reverse)
-        k *= 2
-    return _shift(end, 1, 0.0, reverse)
+    dim 1 (from the right if ``reverse``), zero at the boundary: the chunked
+    scan's log-step carry, which works along the last axis."""
+    return _carry_scan(decay.movedim(1, -1), end.movedim(1, -1), reverse).movedim(-1, 1)
 
 
 def _layout(t, rows, T, n, pad, fill=0.0):
