@@ -124,6 +124,41 @@ def test_default_chunk_size():
         assert default_chunk_size(n) == DEFAULT_CHUNK_SIZE
 
 
+@pytest.mark.parametrize('dim', [-1, 1, 2])
+def test_shift_and_carry_along_any_axis(monkeypatch, dim):
+    # the eager shift (a pad) and the traced one (a concatenation of clamped
+    # slices) give the same tensor, shifts longer than the axis included,
+    # and the carry along any axis is the one along the last
+    from mmvisbackbones.ops.selective_scan import chunked
+    x = torch.randn(2, 5, 3, 4)
+    n = x.shape[dim]
+    for k, fill, reverse in itertools.product((1, 2, n - 1, n, n + 3), (0.0, 1.0), (False, True)):
+        want = torch.full_like(x, fill).movedim(dim, -1)
+        src = x.movedim(dim, -1)
+        if k < n:
+            if reverse:
+                want[..., :n - k] = src[..., k:]
+            else:
+                want[..., k:] = src[..., :n - k]
+        want = want.movedim(-1, dim)
+        assert torch.equal(chunked._shift(x, k, fill, reverse, dim), want), (k, reverse)
+        with monkeypatch.context() as m:
+            m.setattr(chunked, '_tracing', lambda: True)
+            assert torch.equal(chunked._shift(x, k, fill, reverse, dim), want), (k, reverse)
+    decay = torch.rand(2, 5, 3, 4)
+    for reverse in (False, True):
+        want = chunked._carry_scan(decay.movedim(dim, -1), x.movedim(dim, -1), reverse)
+        got = chunked._carry_scan(decay, x, reverse, dim=dim)
+        torch.testing.assert_close(got, want.movedim(-1, dim))
+        # against the recurrence itself, step by step
+        e, d = x.movedim(dim, 0), decay.movedim(dim, 0)
+        s, carries = torch.zeros_like(e[0]), [None] * n
+        for c in (range(n - 1, -1, -1) if reverse else range(n)):
+            carries[c] = s
+            s = d[c] * s + e[c]
+        torch.testing.assert_close(got, torch.stack(carries).movedim(0, dim))
+
+
 def test_naive_matches_closed_form():
     """The reference itself: a 2-step scan written out by hand."""
     ins = make_inputs(Bt=1, Dm=2, N=3, L=2, G=1, seed=5)

@@ -97,27 +97,44 @@ def from_chunks(x: torch.Tensor, L) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- scans
-def _shift(x, k, fill, reverse):
-    """``x`` moved ``k`` places along the last axis (towards the end, or the
+def _along(dim, s):
+    """An index that applies the slice ``s`` to axis ``dim`` (-1 or >= 0)."""
+    return (Ellipsis, s) if dim == -1 else (slice(None),) * dim + (s,)
+
+
+def _shift(x, k, fill, reverse, dim=-1):
+    """``x`` moved ``k`` places along axis ``dim`` (towards the end, or the
     start if ``reverse``), the vacated places set to ``fill``.  ``k`` may
-    exceed the length: the slices clamp, the result is all ``fill``."""
+    exceed the length: the result is then all ``fill``.
+
+    Traced, the shift is a concatenation whose slices clamp (the length is
+    not known to the graph); otherwise one pad of the kept slice, which
+    inductor fuses into the consumer (a concatenation it materialises)."""
+    if _tracing():
+        if reverse:
+            return torch.cat([x[_along(dim, slice(k, None))],
+                              torch.full_like(x[_along(dim, slice(None, k))], fill)], dim)
+        return torch.cat([torch.full_like(x[_along(dim, slice(None, k))], fill),
+                          x[_along(dim, slice(None, -k))]], dim)
+    k = min(k, x.shape[dim])
+    after = (0, 0) * (x.dim() - 1 - dim % x.dim())
     if reverse:
-        return torch.cat([x[..., k:], torch.full_like(x[..., :k], fill)], -1)
-    return torch.cat([torch.full_like(x[..., :k], fill), x[..., :-k]], -1)
+        return F.pad(x[_along(dim, slice(k, None))], after + (0, k), value=fill)
+    return F.pad(x[_along(dim, slice(None, x.shape[dim] - k))], after + (k, 0), value=fill)
 
 
-def _carry_scan(P, E, reverse=False):
-    """Inclusive scan ``S_c = P_c S_{c-1} + E_c`` over the last axis (from the
-    right if ``reverse``), by log-step rounds; returns the *exclusive* carry
-    ``S_{c-1}`` (``S_{c+1}``), zero at the boundary."""
-    nC = E.shape[-1]
+def _carry_scan(P, E, reverse=False, dim=-1):
+    """Inclusive scan ``S_c = P_c S_{c-1} + E_c`` over axis ``dim`` (the last
+    by default; from the right if ``reverse``), by log-step rounds; returns
+    the *exclusive* carry ``S_{c-1}`` (``S_{c+1}``), zero at the boundary."""
+    nC = E.shape[dim]
     rounds = TRACE_CARRY_ROUNDS if _tracing() else math.ceil(math.log2(nC)) if nC > 1 else 0
     k = 1
     for _ in range(rounds):
-        E = torch.addcmul(E, P, _shift(E, k, 0.0, reverse))
-        P = P * _shift(P, k, 1.0, reverse)
+        E = torch.addcmul(E, P, _shift(E, k, 0.0, reverse, dim))
+        P = P * _shift(P, k, 1.0, reverse, dim)
         k *= 2
-    return _shift(E, 1, 0.0, reverse)
+    return _shift(E, 1, 0.0, reverse, dim)
 
 
 def _chunk_ends(a, b, reverse=False):

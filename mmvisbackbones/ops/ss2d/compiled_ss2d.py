@@ -85,8 +85,9 @@ def chunk_plan(L: int) -> Tuple[int, int, int]:
 def _carry(decay, end, reverse):
     """Exclusive carry ``S_{c-1}`` of ``S_c = decay_c S_{c-1} + end_c`` along
     dim 1 (from the right if ``reverse``), zero at the boundary: the chunked
-    scan's log-step carry, which works along the last axis."""
-    return _carry_scan(decay.movedim(1, -1), end.movedim(1, -1), reverse).movedim(-1, 1)
+    scan's log-step carry, run where the chunks lie (the channels stay
+    innermost)."""
+    return _carry_scan(decay, end, reverse, dim=1)
 
 
 def _layout(t, rows, T, n, pad, fill=0.0):
