@@ -119,17 +119,25 @@ def _group(dts, u, Bs, Cs, As, biases, softplus, rows, plan, H, W):
         if softplus:
             d = F.softplus(d)
         d = d.unsqueeze(-1)                                          # (Bt, T, ., ., P, 1)
-        a = torch.exp(d * A)                                         # A: (P, N)
         b = d * uL * lay(B).unsqueeze(-2)                            # B: (., N) -> (., 1, N)
         c = lay(C).unsqueeze(-2)
         if valid is not None:
-            a = torch.where(valid, a, torch.ones_like(a))
             b = torch.where(valid, b, torch.zeros_like(b))
+
+        def decay_at(t, first_pass):
+            # exp(d A) at step t, written out in each pass: inductor then
+            # computes it inside both step loops instead of storing a full-size
+            # tensor of decays and streaming it back twice (the operand order
+            # keeps the two from being merged into one stored value)
+            a = torch.exp(d[:, t] * A) if first_pass else torch.exp(A * d[:, t])
+            return a if valid is None else torch.where(valid[:, t], a, torch.ones_like(a))
+
         steps = list(range(T - 1, -1, -1) if reverse else range(T))
         h = decay = None
         for t in steps:  # pass 1: chunk end states from zero, and decay products
-            h = b[:, t] if h is None else a[:, t] * h + b[:, t]
-            decay = a[:, t] if decay is None else decay * a[:, t]
+            a = decay_at(t, True)
+            h = b[:, t] if h is None else a * h + b[:, t]
+            decay = a if decay is None else decay * a
         # the state entering every chunk, in sequence order
         if rows:   # chunks (h, j): already in order
             h = _carry(decay.flatten(1, 2), h.flatten(1, 2), reverse).view(h.shape)
@@ -138,7 +146,7 @@ def _group(dts, u, Bs, Cs, As, biases, softplus, rows, plan, H, W):
             h = _carry(seq(decay), seq(h), reverse)
             h = h.view(h.shape[0], W, n, *h.shape[2:]).transpose(1, 2)
         for t in steps:  # pass 3: the states from the true carries, read out
-            h = a[:, t] * h + b[:, t]
+            h = decay_at(t, False) * h + b[:, t]
             ys[t] = ys[t] + (h * c[:, t]).sum(-1)
     total = torch.stack(ys, 1)
     # back to the map: rows (Bt, T, H, n, P) -> (Bt, H, n T, P); columns
@@ -176,7 +184,8 @@ def ss2d_forward_compiled(x, delta, A, B, C, D=None, delta_bias=None, delta_soft
     strides)."""
     global _compiled
     if _compiled is None:
-        _compiled = torch.compile(_ss2d_graph, fullgraph=True, dynamic=False)
+        _compiled = torch.compile(_ss2d_graph, fullgraph=True, dynamic=False,
+                                  options={'max_fusion_size': 512})
     cd = compute_dtype(x, delta, A, B, C, D, delta_bias)
     try:
         return _compiled(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), cd)
