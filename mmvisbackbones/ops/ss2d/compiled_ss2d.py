@@ -13,7 +13,10 @@ inductor, which fuses them into the loads and stores of the recurrence:
   chunks of ``T`` pixels, chunk after chunk in the sequence; columns
   (directions 1 / 3) are ``(Bt, T, n, W, P)``;
 * pass 1, unrolled over the ``T`` steps: every chunk's end state from a
-  zero state, and its decay product;
+  zero state, and its decay product.  The decays ``exp(d A)`` are written
+  out in each pass, so inductor computes them inside both step loops
+  instead of storing a full-size tensor of them (``max_fusion_size`` is
+  raised so that each pass stays one loop);
 * the carry over chunks, in sequence order (rows ``(h, j)``, columns
   ``(w, j)``), by log-step rounds;
 * pass 3, unrolled: the states from the true carries, read out ``C . h``;
@@ -27,7 +30,7 @@ that is read out.  As in the eager path, everything is computed in fp32
 are multiplied, and nothing is divided.
 
 ``torch.compile`` specialises on shapes: the first call for each map size
-compiles (139-155 s for VMamba-T's four stages at 512x512 on 2 CPU cores;
+compiles (116-155 s for VMamba-T's four stages at 512x512 on 2 CPU cores;
 inductor caches the result on disk, and a later process loaded them in
 12-14 s).  This path is the forward only:
 :class:`.torch_ss2d.SS2DTorchFn` keeps its backward.  It is chosen with
