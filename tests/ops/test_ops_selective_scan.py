@@ -124,7 +124,7 @@ def test_default_chunk_size():
         assert default_chunk_size(n) == DEFAULT_CHUNK_SIZE
 
 
-@pytest.mark.parametrize('dim', [-1, 1, 2])
+@pytest.mark.parametrize('dim', [-1, -3, 1, 2])
 def test_shift_and_carry_along_any_axis(monkeypatch, dim):
     # the eager shift (a pad) and the traced one (a concatenation of clamped
     # slices) give the same tensor, shifts longer than the axis included,

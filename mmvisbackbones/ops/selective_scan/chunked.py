@@ -98,8 +98,11 @@ def from_chunks(x: torch.Tensor, L) -> torch.Tensor:
 
 # ---------------------------------------------------------------- scans
 def _along(dim, s):
-    """An index that applies the slice ``s`` to axis ``dim`` (-1 or >= 0)."""
-    return (Ellipsis, s) if dim == -1 else (slice(None),) * dim + (s,)
+    """An index that applies the slice ``s`` to axis ``dim`` (negative axes
+    count from the end, as everywhere in torch)."""
+    if dim < 0:
+        return (Ellipsis, s) + (slice(None),) * (-1 - dim)
+    return (slice(None),) * dim + (s,)
 
 
 def _shift(x, k, fill, reverse, dim=-1):
