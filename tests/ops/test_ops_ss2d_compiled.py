@@ -117,3 +117,20 @@ def test_compile_failure_names_the_variable(monkeypatch):
     ins = make(Bt=1, P=2, H=3, W=4, N=1)
     with pytest.raises(RuntimeError, match=f'{ENV}=1.*no C\\+\\+ compiler.*Unset {ENV}'):
         compiled_ss2d.ss2d_forward_compiled(*(ins.get(k) for k in NAMES))
+
+
+def test_more_sizes_than_dynamos_own_limit(compiled_calls):
+    # dynamo's recompile limit (8 by default: two VMamba input sizes, one graph
+    # per stage) does not stop a third size: the call sets its own, MAX_GRAPHS
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for H, W in ((2, 3), (3, 2)):
+            _check(make(Bt=1, P=2, H=H, W=W, N=1, seed=H), FP32_TOL)
+    assert compiled_calls == [(1, 2, 2, 3), (1, 2, 3, 2)]
+
+
+def test_graph_limit_is_named(monkeypatch):
+    monkeypatch.setattr(compiled_ss2d, 'MAX_GRAPHS', 1)
+    with pytest.raises(RuntimeError, match=f'already holds 1 compiled graphs.*MAX_GRAPHS.*{ENV}'):
+        for H, W in ((2, 5), (5, 2)):
+            ins = make(Bt=1, P=2, H=H, W=W, N=1)
+            compiled_ss2d.ss2d_forward_compiled(*(ins.get(k) for k in NAMES))

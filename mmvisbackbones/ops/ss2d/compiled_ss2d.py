@@ -32,7 +32,9 @@ are multiplied, and nothing is divided.
 ``torch.compile`` specialises on shapes: the first call for each map size
 compiles (116-155 s for VMamba-T's four stages at 512x512 on 2 CPU cores;
 inductor caches the result on disk, and a later process loaded them in
-12-14 s).  This path is the forward only:
+12-14 s).  Each compiled size takes one graph per stage, up to
+:data:`MAX_GRAPHS` in all (the call raises dynamo's recompile limit to it);
+past that the call raises, naming the limit.  This path is the forward only:
 :class:`.torch_ss2d.SS2DTorchFn` keeps its backward.  It is chosen with
 ``MMVB_SS2D_COMPILE=1``; an environment where ``torch.compile`` cannot build
 (no C++ compiler) raises, naming the variable, instead of falling back.
@@ -54,6 +56,9 @@ _ON, _OFF = ('1', 'true', 'yes', 'on'), ('', '0', 'false', 'no', 'off')
 TARGET_CHUNK = 32
 #: a divisor of the length below this is not used: the length is padded
 MIN_CHUNK = 16
+#: how many specialisations the compiled graph may hold: one per stage for
+#: every input size and dtype.  Dynamo's own default (8) is two VMamba sizes.
+MAX_GRAPHS = 64
 
 
 def enabled() -> bool:
@@ -183,8 +188,16 @@ def ss2d_forward_compiled(x, delta, A, B, C, D=None, delta_bias=None, delta_soft
                                   options={'max_fusion_size': 512})
     cd = compute_dtype(x, delta, A, B, C, D, delta_bias)
     try:
-        return _compiled(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), cd)
+        with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
+            return _compiled(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), cd)
     except Exception as err:  # a broken toolchain must not pass unnoticed
+        if type(err).__name__ == 'FailOnRecompileLimitHit':
+            raise RuntimeError(
+                f'ss2d_scan: the torch.compile\'d CPU forward ({ENV_VAR}=1) already holds '
+                f'{MAX_GRAPHS} compiled graphs (compiled_ss2d.MAX_GRAPHS: one per stage for every '
+                f'input size and dtype), and this call needs another. It is meant for a few '
+                f'fixed input sizes: resize or pad the inputs to one size, raise MAX_GRAPHS, or '
+                f'unset {ENV_VAR} to use the eager path.') from err
         raise RuntimeError(
             f'ss2d_scan: the torch.compile\'d CPU forward ({ENV_VAR}=1) failed: '
             f'{type(err).__name__}: {err}. Unset {ENV_VAR} to use the eager path.') from err
