@@ -191,7 +191,8 @@ def ss2d_forward_compiled(x, delta, A, B, C, D=None, delta_bias=None, delta_soft
         with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
             return _compiled(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), cd)
     except Exception as err:  # a broken toolchain must not pass unnoticed
-        if type(err).__name__ == 'FailOnRecompileLimitHit':
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+        if isinstance(err, FailOnRecompileLimitHit):
             raise RuntimeError(
                 f'ss2d_scan: the torch.compile\'d CPU forward ({ENV_VAR}=1) already holds '
                 f'{MAX_GRAPHS} compiled graphs (compiled_ss2d.MAX_GRAPHS: one per stage for every '
